@@ -1,0 +1,34 @@
+//! rcfd: streaming anomaly detection with online random cut forests.
+//!
+//! # One record's path
+//!
+//! ```text
+//! source ──> decode ──> detector ──> scored event ──> sinks ──> acknowledgement ──> checkpoint
+//! kinesis     json        per-entity     score, grade,    opensearch  (all sinks      (lease table,
+//! grpc        vpc flow    model:         confidence,      sns alerts   delivered)      per shard)
+//! file/stdin  apache log  shingle ->     attribution,     local store
+//! simulator   cwlogs gz   transform ->   expected value   grpc reply
+//!             KPL agg     forest ->
+//!                         threshold
+//! ```
+//!
+//! Which module owns each step (modules not yet built are in brackets; see the issues):
+//!
+//! - [`forest`]: the random cut forest itself. Pure and synchronous: internal shingling,
+//!   a shared point store, time-decayed reservoir sampling per tree, score, attribution,
+//!   imputation of missing values, snapshots. No async, no I/O, no allocation per point.
+//! - [`cli`]: the command line (`serve`, `score`, `eval`, `config check`).
+//! - (`source`): Kinesis shard readers with leases and checkpoints, the gRPC API, the
+//!   built-in simulator; each yields records with their source position.
+//! - (`decode`): JSON, VPC flow logs, Apache logs, CloudWatch Logs envelopes, KPL
+//!   aggregation, into records (entity key, event time, feature vector).
+//! - (`detector`): per-entity models (shingle, transform, forest, threshold), turning a
+//!   raw score into grade, confidence, attribution and expected values.
+//! - (`sink`): OpenSearch bulk indexing, SNS alerts, the embedded store; each
+//!   acknowledges what it delivered so the source can checkpoint.
+//!
+//! Records that cannot be decoded or scored go to the dead-letter store with their raw
+//! bytes, position and reason; nothing is dropped silently.
+
+pub mod cli;
+pub mod forest;

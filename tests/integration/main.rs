@@ -1,0 +1,11 @@
+//! Integration tests against the real servers `scripts/test.sh` starts (OpenSearch,
+//! kinesis-mock, moto). One test crate with modules, so it links once.
+//!
+//! Endpoints come from the environment, so the same tests run against real AWS:
+//! set `RCFD_TEST_REAL_AWS=1` and leave the `AWS_ENDPOINT_URL_*` variables unset.
+
+mod servers;
+mod smoke_dynamodb;
+mod smoke_kinesis;
+mod smoke_opensearch;
+mod smoke_sns;
