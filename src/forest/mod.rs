@@ -1,1 +1,21 @@
+//! The random cut forest (Guha et al., ICML 2016), as AWS's random-cut-forest-by-aws
+//! defines its scores, so users can compare the two.
+//!
+//! This module is pure: no async, no I/O, seeded randomness only, and no allocation per
+//! point in `score_and_update` (scratch buffers live in the forest). It must never grow
+//! a dependency on tokio, AWS or the network.
 
+mod config;
+mod error;
+mod forest;
+mod rng;
+mod sampler;
+mod store;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{ForestConfig, ForestParams};
+pub use error::ForestError;
+pub use forest::{Attribution, Forest};

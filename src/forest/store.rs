@@ -1,0 +1,134 @@
+//! The point store shared by all trees: each record's values are stored once, and with
+//! internal shingling a point is a window over consecutive records, so a shingle of 8
+//! costs one record's values per point, not eight.
+//!
+//! A point reference `r` names the window `values[r·F .. r·F + D]` (F features per
+//! record, D = F · shingle size). Values no tree refers to any more are dropped by
+//! [`PointStore::compact`], which renumbers references.
+
+use serde::{Deserialize, Serialize};
+
+/// Compact when the store grows past this multiple of what was live at the last compaction.
+const GROWTH_BEFORE_COMPACTION: usize = 2;
+/// ... but never for fewer than this many records.
+const MIN_RECORDS_BEFORE_COMPACTION: usize = 1_024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PointStore {
+    features: usize,
+    dimensions: usize,
+    values: Vec<f32>,
+    /// Records appended since the stream began (not reduced by compaction).
+    records: u64,
+    /// Length of `values` that triggers the next compaction.
+    compact_at: usize,
+}
+
+impl PointStore {
+    pub(crate) fn new(features: usize, shingle_size: usize) -> Self {
+        PointStore {
+            features,
+            dimensions: features * shingle_size,
+            values: Vec::new(),
+            records: 0,
+            compact_at: MIN_RECORDS_BEFORE_COMPACTION * features,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn point(&self, reference: u32) -> &[f32] {
+        let start = reference as usize * self.features;
+        &self.values[start..start + self.dimensions]
+    }
+
+    /// Appends one record (already checked for length and finiteness).
+    pub(crate) fn push(&mut self, record: &[f32]) {
+        self.values.extend_from_slice(record);
+        self.records += 1;
+    }
+
+    /// Whether a full shingle is available.
+    pub(crate) fn has_point(&self) -> bool {
+        self.values.len() >= self.dimensions
+    }
+
+    /// The reference of the newest point (the last shingle); only if `has_point`.
+    pub(crate) fn newest(&self) -> u32 {
+        ((self.values.len() - self.dimensions) / self.features) as u32
+    }
+
+    /// The last `shingle_size - 1` records, the start of the next point.
+    pub(crate) fn shingle_prefix(&self) -> &[f32] {
+        let keep = (self.dimensions - self.features).min(self.values.len());
+        &self.values[self.values.len() - keep..]
+    }
+
+    pub(crate) fn needs_compaction(&self) -> bool {
+        self.values.len() >= self.compact_at
+    }
+
+    /// Keeps only the windows of `live` references and the records that start the next
+    /// shingle; returns the old-to-new reference map for the trees to apply.
+    pub(crate) fn compact(&mut self, live: &mut Vec<u32>) -> Vec<u32> {
+        let records_held = self.values.len() / self.features;
+        let window = (self.dimensions / self.features) as u32;
+        // The newest shingle_size - 1 records start the next point: always keep them.
+        let tail_start = records_held.saturating_sub(window as usize - 1) as u32;
+        live.sort_unstable();
+        live.dedup();
+        let mut map = vec![u32::MAX; records_held];
+        let mut kept = Vec::with_capacity(self.values.len() / GROWTH_BEFORE_COMPACTION + self.dimensions);
+        // Copy each live window once; overlapping windows share their records.
+        let mut copied_until = 0u32; // old record index up to which records are copied
+        let mut new_of_copied_start = 0u32; // new index of old record `copied_run_start`
+        let mut copied_run_start = 0u32;
+        let copy_record = |old: u32, kept: &mut Vec<f32>| {
+            let s = old as usize * self.features;
+            kept.extend_from_slice(&self.values[s..s + self.features]);
+        };
+        for &r in live.iter().chain(std::iter::once(&tail_start)) {
+            if r >= copied_until {
+                // Start a new run at r.
+                copied_run_start = r;
+                new_of_copied_start = (kept.len() / self.features) as u32;
+                copied_until = r;
+            }
+            let end = (r + window).min(records_held as u32);
+            while copied_until < end {
+                copy_record(copied_until, &mut kept);
+                copied_until += 1;
+            }
+            if (r as usize) < records_held {
+                map[r as usize] = new_of_copied_start + (r - copied_run_start);
+            }
+        }
+        // The tail must stay contiguous at the end: copy any records after the last run.
+        while (copied_until as usize) < records_held {
+            copy_record(copied_until, &mut kept);
+            copied_until += 1;
+        }
+        self.values = kept;
+        self.compact_at = (self.values.len() * GROWTH_BEFORE_COMPACTION)
+            .max(self.values.len() + MIN_RECORDS_BEFORE_COMPACTION * self.features);
+        map
+    }
+
+    /// Whether `reference` names a window inside the store.
+    pub(crate) fn holds(&self, reference: u32) -> bool {
+        reference as usize * self.features + self.dimensions <= self.values.len()
+    }
+
+    /// Whether a restored store matches the forest's parameters.
+    pub(crate) fn is_consistent(&self, features: usize, dimensions: usize) -> bool {
+        self.features == features && self.dimensions == dimensions && self.values.len() % features == 0
+    }
+
+    pub(crate) fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.values.capacity() * std::mem::size_of::<f32>()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len_values(&self) -> usize {
+        self.values.len()
+    }
+}

@@ -1,0 +1,331 @@
+//! Tests of the forest: structural invariants under random streams (proptest), the
+//! seed scenario's ranking, attribution, imputation, snapshots and bad input.
+
+use ndarray::Array2;
+use proptest::prelude::*;
+
+use super::rng::Rng;
+use super::store::PointStore;
+use super::tree::{Scratch, Tree};
+use super::{Forest, ForestConfig, ForestError};
+
+fn forest(features: usize, shingle_size: usize, trees: usize, sample_size: usize, seed: u64) -> Forest {
+    Forest::new(&ForestConfig { features, shingle_size, trees, sample_size, seed, ..Default::default() })
+        .expect("valid config")
+}
+
+fn gaussian(rng: &mut Rng) -> f32 {
+    let (u, v) = (rng.next_open_f64(), rng.next_f64());
+    ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+}
+
+/// Area under the ROC curve of `scores` for telling `anomalies` from normal points.
+fn roc_auc(scores: &[f64], anomalies: &[bool]) -> f64 {
+    let (mut pairs, mut wins) = (0.0, 0.0);
+    for (&a, _) in scores.iter().zip(anomalies).filter(|(_, &is)| is) {
+        for (&n, _) in scores.iter().zip(anomalies).filter(|(_, &is)| !is) {
+            pairs += 1.0;
+            wins += if a > n { 1.0 } else if a == n { 0.5 } else { 0.0 };
+        }
+    }
+    wins / pairs
+}
+
+/// The seed scenario: uniform integers 10..20, 1% of points uniform integers 100..120.
+fn seed_scenario(n: usize, seed: u64) -> (Vec<f32>, Vec<bool>) {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            if rng.next_f64() < 0.01 {
+                ((100 + rng.next_u64() % 21) as f32, true)
+            } else {
+                ((10 + rng.next_u64() % 11) as f32, false)
+            }
+        })
+        .unzip()
+}
+
+fn check_all(forest: &Forest) -> Result<(), String> {
+    for (i, tree) in forest.trees.iter().enumerate() {
+        tree.check(&forest.store, forest.params.sample_size).map_err(|e| format!("tree {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Masses add up, every box holds its points, duplicates are equal and the samples
+    /// never exceed the sample size, whatever the stream (including many duplicates).
+    #[test]
+    fn invariants_hold_on_random_streams(
+        seed in any::<u64>(),
+        features in 1usize..4,
+        shingle_size in 1usize..4,
+        sample_size in 4usize..40,
+        levels in 1u32..50,
+        len in 1usize..600,
+    ) {
+        let mut f = forest(features, shingle_size, 3, sample_size, seed);
+        f.params.time_decay = 0.05; // forget fast so evictions and compactions happen
+        let mut rng = Rng::new(seed ^ 1);
+        for step in 0..len {
+            let record: Vec<f32> = (0..features).map(|_| (rng.next_u64() % u64::from(levels)) as f32 * 0.5).collect();
+            f.update(&record).expect("finite record");
+            if let Err(e) = check_all(&f) {
+                return Err(TestCaseError::fail(format!("after {step} records: {e}")));
+            }
+            for tree in &f.trees {
+                prop_assert!(tree.mass() <= sample_size);
+            }
+        }
+        if len >= shingle_size + sample_size {
+            for tree in &f.trees {
+                prop_assert_eq!(tree.mass(), sample_size, "a full stream fills every sample");
+            }
+        }
+    }
+
+    /// Inserting a point and deleting it again restores the tree exactly.
+    #[test]
+    fn delete_undoes_insert(seed in any::<u64>(), n in 1usize..60, levels in 1u32..20) {
+        let mut store = PointStore::new(2, 1);
+        let mut tree = Tree::new(64, seed);
+        let mut rng = Rng::new(seed);
+        let mut scratch = Scratch::new(2, 64);
+        for i in 0..=n {
+            let p = [(rng.next_u64() % u64::from(levels)) as f32, (rng.next_u64() % 7) as f32];
+            store.push(&p);
+            let x = store.point(i as u32).to_vec();
+            let mut draw = rng.clone();
+            let (_, placement) = tree.score(&x, &store, &mut scratch, Some(&mut draw));
+            rng = draw;
+            let placement = placement.expect("a placement when asked");
+            if i < n {
+                tree.insert(placement, i as u32, i as f32);
+            } else {
+                let before = (tree.shape(), tree.keys.clone());
+                tree.insert(placement, i as u32, -1.0);
+                tree.refresh_max_key();
+                prop_assert!(tree.check(&store, 64).is_ok());
+                let at = tree.leaves.iter().position(|&r| r == i as u32).expect("inserted leaf");
+                tree.delete(at);
+                prop_assert_eq!((tree.shape(), tree.keys.clone()), before);
+            }
+        }
+    }
+}
+
+#[test]
+fn seed_scenario_anomalies_outrank_every_normal_point() {
+    let (values, is_anomaly) = seed_scenario(6_000, 7);
+    let mut f = forest(1, 1, 50, 256, 11);
+    let scores: Vec<f64> = values.iter().map(|&v| f.score_and_update(&[v]).expect("score")).collect();
+    let warm = 1_000;
+    let anomalies = is_anomaly[warm..].iter().filter(|&&a| a).count();
+    assert!(anomalies > 30, "the scenario injects about 1%: {anomalies}");
+    let auc = roc_auc(&scores[warm..], &is_anomaly[warm..]);
+    assert_eq!(auc, 1.0, "every injected anomaly must score above every normal point");
+    // On the ANOMALY_SCORE scale: normal points near 1, anomalies clearly higher.
+    let normal_max = scores[warm..].iter().zip(&is_anomaly[warm..]).filter(|(_, &a)| !a).map(|(s, _)| *s).fold(0.0, f64::max);
+    assert!(normal_max < 1.6, "normal points score low: {normal_max}");
+}
+
+#[test]
+fn attribution_of_a_high_spike_is_high_on_that_dimension() {
+    let mut f = forest(3, 1, 50, 256, 3);
+    let mut rng = Rng::new(5);
+    for _ in 0..2_000 {
+        let record: Vec<f32> = (0..3).map(|_| 10.0 + gaussian(&mut rng)).collect();
+        f.update(&record).expect("update");
+    }
+    let spike = [10.0, 25.0, 10.0];
+    let score = f.score(&spike).expect("score");
+    let attribution = f.attribution(&spike).expect("attribution");
+    assert!((attribution.total() - score).abs() < 1e-9, "parts sum to the score: {} vs {score}", attribution.total());
+    assert!(attribution.high[1] > 0.9 * score, "the spike's dimension explains it: {attribution:?}");
+    assert!(attribution.high[1] > 20.0 * attribution.low[1]);
+    let dip = [10.0, 10.0, -5.0];
+    let attribution = f.attribution(&dip).expect("attribution");
+    assert!(attribution.low[2] > 0.9 * attribution.total(), "a dip is LOW: {attribution:?}");
+}
+
+#[test]
+fn ten_dimensional_shifted_points_rank_above_normal_ones() {
+    let mut f = forest(10, 1, 100, 256, 21);
+    let mut rng = Rng::new(8);
+    let mut scores = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..4_000 {
+        let shifted = i > 1_000 && rng.next_f64() < 0.02;
+        let record: Vec<f32> =
+            (0..10).map(|d| gaussian(&mut rng) + if shifted && d < 3 { 3.5 } else { 0.0 }).collect();
+        let score = f.score_and_update(&record).expect("score");
+        if i > 1_000 {
+            scores.push(score);
+            labels.push(shifted);
+        }
+    }
+    let auc = roc_auc(&scores, &labels);
+    assert!(auc >= 0.99, "ROC-AUC {auc}");
+}
+
+#[test]
+fn shingled_stream_flags_a_broken_pattern() {
+    // A sine wave; one period gets a flat step that is in range on its own but breaks
+    // the shape, which only the shingle sees.
+    let mut f = forest(1, 8, 50, 256, 4);
+    let mut rng = Rng::new(2);
+    let mut scores = Vec::new();
+    for i in 0..5_000 {
+        let phase = i as f64 * 2.0 * std::f64::consts::PI / 40.0;
+        let mut v = (10.0 * phase.sin()) as f32 + 0.1 * gaussian(&mut rng);
+        if (4_000..4_006).contains(&i) {
+            v = 0.0;
+        }
+        scores.push(f.score_and_update(&[v]).expect("score"));
+    }
+    let peak = (3_500..5_000).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).expect("non-empty");
+    assert!((4_000..4_014).contains(&peak), "the highest score is at the broken period, not at {peak}");
+}
+
+#[test]
+fn same_seed_same_scores_and_snapshot_round_trip_is_bit_identical() {
+    let (values, _) = seed_scenario(3_000, 1);
+    let mut a = forest(1, 4, 30, 64, 99);
+    let mut b = forest(1, 4, 30, 64, 99);
+    for &v in &values[..2_000] {
+        assert_eq!(a.score_and_update(&[v]).expect("a").to_bits(), b.score_and_update(&[v]).expect("b").to_bits());
+    }
+    let bytes = a.snapshot().expect("snapshot");
+    let mut restored = Forest::restore(&bytes).expect("restore");
+    for &v in &values[2_000..] {
+        let expected = a.score_and_update(&[v]).expect("a");
+        assert_eq!(restored.score_and_update(&[v]).expect("restored").to_bits(), expected.to_bits());
+    }
+    assert_eq!(restored.snapshot().expect("snapshot"), a.snapshot().expect("snapshot"));
+
+}
+
+#[test]
+fn a_different_seed_gives_different_scores() {
+    let (values, _) = seed_scenario(1_000, 1);
+    let mut a = forest(1, 1, 10, 64, 1);
+    let mut b = forest(1, 1, 10, 64, 2);
+    let differing = values
+        .iter()
+        .filter(|&&v| a.score_and_update(&[v]).expect("a") != b.score_and_update(&[v]).expect("b"))
+        .count();
+    assert!(differing > 100, "{differing}");
+}
+
+#[test]
+fn corrupted_snapshots_are_errors_not_panics() {
+    let (values, _) = seed_scenario(500, 3);
+    let mut f = forest(2, 2, 5, 32, 1);
+    for pair in values.chunks(2) {
+        f.update(pair).expect("update");
+    }
+    let bytes = f.snapshot().expect("snapshot");
+    assert!(matches!(Forest::restore(&bytes[..bytes.len() / 2]), Err(ForestError::Snapshot(_))));
+    assert!(matches!(Forest::restore(b"nope"), Err(ForestError::Snapshot(_))));
+    let mut rng = Rng::new(4);
+    for _ in 0..200 {
+        let mut broken = bytes.clone();
+        let i = 4 + (rng.next_u64() as usize) % (broken.len() - 4);
+        broken[i] ^= 1 << (rng.next_u64() % 8);
+        // Either an error or a consistent forest that can keep working.
+        if let Ok(mut g) = Forest::restore(&broken) {
+            for pair in values.chunks(2).take(50) {
+                let _ = g.score_and_update(pair);
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let mut f = forest(2, 1, 5, 32, 1);
+    assert_eq!(f.update(&[1.0]), Err(ForestError::DimensionMismatch { expected: 2, got: 1 }));
+    assert_eq!(f.score(&[1.0, 2.0, 3.0]), Err(ForestError::DimensionMismatch { expected: 2, got: 3 }));
+    assert_eq!(f.update(&[1.0, f32::INFINITY]), Err(ForestError::Infinite { index: 1, value: f32::INFINITY }));
+    assert!(matches!(f.update(&[f32::NAN, 1.0]), Err(ForestError::NothingToImpute { index: 0 })));
+    let batch = Array2::from_shape_vec((3, 2), vec![1.0, 2.0, 3.0, f32::NEG_INFINITY, 5.0, 6.0]).expect("shape");
+    let err = f.score_and_update_batch(batch.view()).expect_err("row 1 is bad");
+    assert!(matches!(err, ForestError::InRow { row: 1, .. }), "{err}");
+    for (config, field) in [
+        (ForestConfig { features: 0, ..Default::default() }, "features"),
+        (ForestConfig { trees: 0, ..Default::default() }, "trees"),
+        (ForestConfig { sample_size: 2, ..Default::default() }, "sample_size"),
+        (ForestConfig { time_decay: Some(-1.0), ..Default::default() }, "time_decay"),
+        (ForestConfig { features: 100, shingle_size: 8, ..Default::default() }, "shingle_size"),
+    ] {
+        match config.validate() {
+            Err(ForestError::InvalidParameter { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: expected an invalid-parameter error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn scores_are_zero_until_output_after() {
+    let mut f = forest(1, 1, 10, 64, 1);
+    assert_eq!(f.params().output_after, 16);
+    for i in 0..16 {
+        assert_eq!(f.score_and_update(&[(i % 5) as f32]).expect("score"), 0.0);
+    }
+    assert!(f.score_and_update(&[100.0]).expect("score") > 0.0);
+}
+
+#[test]
+fn missing_values_are_imputed_from_the_forest() {
+    let mut f = forest(1, 4, 50, 256, 9);
+    let wave = |i: usize| (10.0 * (i as f64 * 2.0 * std::f64::consts::PI / 20.0).sin()) as f32;
+    for i in 0..3_000 {
+        f.update(&[wave(i)]).expect("update");
+    }
+    let imputed = f.impute(&[f32::NAN]).expect("impute")[0];
+    assert!((imputed - wave(3_000)).abs() < 1.5, "imputed {imputed}, the wave says {}", wave(3_000));
+    // A missing value is learned as its imputation, not rejected, and scores normally.
+    let score = f.score_and_update(&[f32::NAN]).expect("a NaN is imputed");
+    assert!(score < 1.5, "{score}");
+    assert!(check_all(&f).is_ok());
+}
+
+#[test]
+fn batch_scoring_matches_one_by_one() {
+    let (values, _) = seed_scenario(800, 5);
+    let mut one = forest(1, 2, 10, 64, 3);
+    let mut batch = forest(1, 2, 10, 64, 3);
+    let expected: Vec<f64> = values.iter().map(|&v| one.score_and_update(&[v]).expect("score")).collect();
+    let rows = Array2::from_shape_vec((values.len(), 1), values).expect("shape");
+    assert_eq!(batch.score_and_update_batch(rows.view()).expect("batch"), expected);
+}
+
+#[test]
+fn a_far_outlier_scores_near_log2_of_the_sample_size() {
+    let mut f = forest(1, 1, 50, 256, 1);
+    let mut rng = Rng::new(1);
+    for _ in 0..3_000 {
+        f.update(&[gaussian(&mut rng)]).expect("update");
+    }
+    let far = f.score(&[1_000.0]).expect("score");
+    assert!(far > 6.0 && far <= 8.01, "isolated at the root: {far}");
+    let typical = f.score(&[0.1]).expect("score");
+    assert!(typical < 1.2, "{typical}");
+}
+
+#[test]
+fn memory_stays_bounded_on_a_long_stream() {
+    let mut f = forest(1, 8, 50, 256, 1);
+    let mut rng = Rng::new(3);
+    let mut peak = 0;
+    for i in 0..40_000 {
+        f.update(&[gaussian(&mut rng)]).expect("update");
+        if i > 10_000 {
+            peak = peak.max(f.memory_bytes());
+        }
+    }
+    assert!(f.store.len_values() < 40_000 / 2, "the store drops points no tree holds: {}", f.store.len_values());
+    assert!(peak < 400 * 1024, "{peak} bytes");
+}
