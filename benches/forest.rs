@@ -1,1 +1,68 @@
-fn main(){}
+//! Score-then-update throughput of the forest, one core, seeded streams, in steady
+//! state (after the samples are full). Run: `cargo bench --bench forest`.
+//!
+//! Also prints `memory_bytes()` of each model, the figure the README's memory line uses.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rcfd::forest::{Forest, ForestConfig};
+
+const BATCH: usize = 2_000;
+const WARM_UP_POINTS: usize = 20_000;
+
+/// xorshift64*: a seeded stream without depending on the forest's own generator.
+struct Stream(u64);
+
+impl Stream {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn gaussian(&mut self) -> f32 {
+        let (u, v) = (1.0 - self.uniform(), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    }
+    /// A noisy sine per feature, as sensors produce.
+    fn record(&mut self, i: usize, features: usize) -> Vec<f32> {
+        (0..features)
+            .map(|f| (10.0 * ((i + 7 * f) as f64 * 0.05).sin()) as f32 + self.gaussian())
+            .collect()
+    }
+}
+
+fn bench_forest(c: &mut Criterion) {
+    let cases = [
+        ("1d_shingle1_100trees", 1, 1, 100),
+        ("1d_shingle1_50trees", 1, 1, 50),
+        ("1d_shingle8_100trees", 1, 8, 100),
+        ("1d_shingle8_50trees", 1, 8, 50),
+        ("10d_shingle1_100trees", 10, 1, 100),
+    ];
+    let mut group = c.benchmark_group("score_and_update");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, features, shingle_size, trees) in cases {
+        let config = ForestConfig { features, shingle_size, trees, sample_size: 256, seed: 7, ..Default::default() };
+        let mut forest = Forest::new(&config).expect("valid config");
+        let mut stream = Stream(0x9e37_79b9_7f4a_7c15);
+        for i in 0..WARM_UP_POINTS {
+            forest.update(&stream.record(i, features)).expect("update");
+        }
+        eprintln!("{name}: memory_bytes = {} ({:.1} KiB)", forest.memory_bytes(), forest.memory_bytes() as f64 / 1024.0);
+        let records: Vec<Vec<f32>> = (0..BATCH).map(|i| stream.record(WARM_UP_POINTS + i, features)).collect();
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                let mut total = 0.0;
+                for record in &records {
+                    total += forest.score_and_update(record).expect("score");
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_forest);
+criterion_main!(benches);

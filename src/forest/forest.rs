@@ -241,10 +241,10 @@ impl Forest {
                 sampler::accepted_key(&mut rng, decay, t_rel, tree.max_key)
             };
             if let Some(placement) = placement {
-                tree.insert(placement, x_ref, key);
+                tree.insert(placement, scratch, x_ref, key);
             }
             if tree.mass() > sample_size {
-                tree.delete(tree.max_key_position());
+                tree.delete(tree.max_key_position(), scratch);
             }
             tree.refresh_max_key();
             tree.next_accept = if tree.mass() < sample_size {

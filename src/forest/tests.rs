@@ -102,14 +102,14 @@ proptest! {
             rng = draw;
             let placement = placement.expect("a placement when asked");
             if i < n {
-                tree.insert(placement, i as u32, i as f32);
+                tree.insert(placement, &scratch, i as u32, i as f32);
             } else {
                 let before = (tree.shape(), tree.keys.clone());
-                tree.insert(placement, i as u32, -1.0);
+                tree.insert(placement, &scratch, i as u32, -1.0);
                 tree.refresh_max_key();
-                prop_assert!(tree.check(&store, 64).is_ok());
+                prop_assert!(tree.check(&store, 64).is_ok(), "{:?}", tree.check(&store, 64));
                 let at = tree.leaves.iter().position(|&r| r == i as u32).expect("inserted leaf");
-                tree.delete(at);
+                tree.delete(at, &mut scratch);
                 prop_assert_eq!((tree.shape(), tree.keys.clone()), before);
             }
         }

@@ -3,14 +3,15 @@
 //!
 //! Every internal node of a binary tree sits in exactly one gap between consecutive
 //! leaves (its left subtree ends there, its right one begins), so a tree over n leaves
-//! is n leaf references and n - 1 (depth, cut dimension, cut value) triples: no child
-//! pointers, no parent pointers, no cached bounding boxes. The depths encode the shape
-//! (the root is the gap of depth 0; a child has its parent's depth + 1), and every
-//! subtree is a contiguous run of leaves, so the bounding box of a sibling subtree is a
-//! min/max over a slice of the point store. Inserting or deleting a leaf is a memmove
-//! plus a +-1 on the depths of one contiguous run.
+//! is n leaf references and n - 1 nodes, with no cached bounding boxes. Every subtree
+//! is a contiguous run of leaves, so the bounding box of a sibling subtree is a min/max
+//! over a slice of leaves, which is what scoring needs, without a recursive walk.
 //!
-//! Duplicate points are separate leaves joined by gaps whose cut dimension is
+//! A node points at its children by distance in gaps (0: the neighbouring leaf), so
+//! inserting or deleting a leaf (a memmove) only changes the pointers that span the
+//! moved position, which are those of the path's nodes.
+//!
+//! Duplicate points are separate leaves joined by nodes whose cut dimension is
 //! [`DUPLICATE`]: together they act as one leaf of mass > 1, as in the paper.
 
 use serde::{Deserialize, Serialize};
@@ -18,8 +19,17 @@ use serde::{Deserialize, Serialize};
 use super::rng::Rng;
 use super::store::PointStore;
 
-/// Cut dimension marking a gap between two copies of the same point.
+/// Cut dimension marking a node between two copies of the same point.
 pub(crate) const DUPLICATE: u8 = u8::MAX;
+
+/// An internal node: points with `x[dim] <= cut` go left. `left`/`right` are the
+/// distances (in gaps) to the child nodes; 0 means the child is the neighbouring leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Node {
+    cut: f32,
+    left: u16,
+    right: u16,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Tree {
@@ -27,12 +37,12 @@ pub(crate) struct Tree {
     pub(crate) leaves: Vec<u32>,
     /// Reservoir-sampling keys, parallel to `leaves` (see `sampler`).
     pub(crate) keys: Vec<f32>,
-    /// For gap i (between leaf i and i + 1): depth of its internal node, root 0.
-    depths: Vec<u16>,
-    /// For gap i: the cut dimension, or [`DUPLICATE`].
+    /// Node i sits between leaf i and leaf i + 1.
+    nodes: Vec<Node>,
+    /// Cut dimension of node i, or [`DUPLICATE`]; apart from `nodes` to keep them 8 bytes.
     dims: Vec<u8>,
-    /// For gap i: points with `x[dim] <= cut` lie to the left.
-    cuts: Vec<f32>,
+    /// Index of the root node (when there are two leaves or more).
+    root: u16,
     /// The largest key in `keys`, the sample a new point would replace.
     pub(crate) max_key: f32,
     /// The time at which this tree next accepts a point into its full sample.
@@ -40,29 +50,33 @@ pub(crate) struct Tree {
     pub(crate) rng: Rng,
 }
 
-/// An internal node on the path from the root to a leaf: the leaves below it.
+/// An internal node on the path from the root to a leaf, and the leaves below it.
 #[derive(Debug, Clone, Copy)]
 struct PathNode {
+    gap: usize,
     lo: usize,
     hi: usize,
 }
 
-/// Where a new point goes: beside the subtree over leaves `lo..=hi`, under a new node of
-/// depth `depth` cutting `dim` at `cut`.
+/// Where a new point goes: beside the subtree over leaves `lo..=hi` (rooted at path
+/// node `level`, or the leaf run when `level` is the path's length), under a new node.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Placement {
     lo: usize,
     hi: usize,
-    depth: u16,
+    level: usize,
     dim: u8,
     cut: f32,
     right: bool,
 }
 
-/// Reusable buffers so that scoring and updating allocate nothing per point.
+/// Reusable buffers so that scoring and updating allocate nothing per point. After
+/// [`Tree::score`], `path` holds that walk's path, which [`Tree::insert`] reuses.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Scratch {
     path: Vec<PathNode>,
+    /// The root of the duplicate run the last descent ended in, if any.
+    run_root: Option<usize>,
     lo: Vec<f32>,
     hi: Vec<f32>,
 }
@@ -71,6 +85,7 @@ impl Scratch {
     pub(crate) fn new(dimensions: usize, sample_size: usize) -> Self {
         Scratch {
             path: Vec::with_capacity(sample_size + 1),
+            run_root: None,
             lo: Vec::with_capacity(dimensions),
             hi: Vec::with_capacity(dimensions),
         }
@@ -100,28 +115,16 @@ fn normalizer(tree_mass: usize) -> f64 {
     ((tree_mass + 1) as f64).log2()
 }
 
-/// Index of the (unique) gap of depth `depth` in `depths`: a subtree's root.
-#[inline]
-fn find_depth(depths: &[u16], depth: u16) -> usize {
-    // Chunks of 16 compare without branches, which the compiler vectorises.
-    let mut base = 0;
-    for chunk in depths.chunks(16) {
-        if chunk.iter().fold(false, |any, &d| any | (d == depth)) {
-            return base + chunk.iter().position(|&d| d == depth).unwrap_or(0);
-        }
-        base += chunk.len();
-    }
-    debug_assert!(false, "no gap of depth {depth}: the tree's shape is broken");
-    0
-}
-
-/// Sum over dimensions of (box ∪ x range, part of it outside the box).
+/// Sum over dimensions of (range of box ∪ x, the part of it outside the box).
 #[inline]
 fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
+    // Accumulated in f64 so that ranges of large values do not cancel out.
     let (mut inner, mut outside) = (0.0f64, 0.0f64);
     for ((&l, &h), &v) in lo.iter().zip(hi).zip(x) {
-        inner += f64::from(h) - f64::from(l);
-        outside += f64::from((v - h).max(0.0)) + f64::from((l - v).max(0.0));
+        inner += f64::from(h - l);
+        let above = if v > h { v - h } else { 0.0 };
+        let below = if v < l { l - v } else { 0.0 };
+        outside += f64::from(above + below);
     }
     (inner + outside, outside)
 }
@@ -131,9 +134,9 @@ impl Tree {
         Tree {
             leaves: Vec::with_capacity(sample_size + 1),
             keys: Vec::with_capacity(sample_size + 1),
-            depths: Vec::with_capacity(sample_size),
+            nodes: Vec::with_capacity(sample_size),
             dims: Vec::with_capacity(sample_size),
-            cuts: Vec::with_capacity(sample_size),
+            root: 0,
             max_key: f32::NEG_INFINITY,
             next_accept: 0,
             rng: Rng::new(seed),
@@ -145,34 +148,39 @@ impl Tree {
     }
 
     /// The leaves `x` routes to (a run of duplicates, usually one leaf), with the
-    /// internal nodes above it in `path`, root first. The tree must not be empty.
-    fn descend(&self, x: &[f32], path: &mut Vec<PathNode>) -> (usize, usize) {
-        path.clear();
+    /// nodes above it in `scratch.path`, root first. The tree must not be empty.
+    fn descend(&self, x: &[f32], scratch: &mut Scratch) -> (usize, usize) {
+        scratch.path.clear();
+        scratch.run_root = None;
         let (mut lo, mut hi) = (0, self.leaves.len() - 1);
-        let mut depth = 0u16;
+        let mut gap = self.root as usize;
         while lo < hi {
-            let gap = lo + find_depth(&self.depths[lo..hi], depth);
             let dim = self.dims[gap];
             if dim == DUPLICATE {
+                scratch.run_root = Some(gap);
                 break;
             }
-            path.push(PathNode { lo, hi });
-            if x[dim as usize] <= self.cuts[gap] {
+            scratch.path.push(PathNode { gap, lo, hi });
+            let node = self.nodes[gap];
+            if x[dim as usize] <= node.cut {
                 hi = gap;
+                gap -= node.left as usize;
             } else {
                 lo = gap + 1;
+                gap += node.right as usize;
             }
-            depth += 1;
         }
         (lo, hi)
     }
 
-    fn extend_box(&self, store: &PointStore, leaves: std::ops::RangeInclusive<usize>, lo: &mut [f32], hi: &mut [f32]) {
-        for &reference in &self.leaves[leaves] {
+    #[inline]
+    fn extend_box(&self, store: &PointStore, leaves: &[u32], lo: &mut [f32], hi: &mut [f32]) {
+        for &reference in leaves {
             let p = store.point(reference);
             for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(p) {
-                *l = l.min(v);
-                *h = h.max(v);
+                // Selects, not branches or f32::min: they vectorise, and the store holds no NaN.
+                *l = if v < *l { v } else { *l };
+                *h = if v > *h { v } else { *h };
             }
         }
     }
@@ -211,13 +219,16 @@ impl Tree {
     }
 
     /// The anomaly score of `x` in this tree, and with `rng`, where inserting `x` would
-    /// put it (the same walk serves both).
+    /// put it (the same walk serves both; pass the placement to [`Tree::insert`] with
+    /// the same scratch).
     ///
     /// The walk goes from x's leaf towards the root; at each node, x is separated from
     /// the node's box with probability (range of box ∪ x − range of box) / range of
     /// box ∪ x, which mixes in the score of being isolated at that depth. Boxes only
     /// grow upwards, so once x is inside one nothing above changes the score, and no
-    /// cut above can separate x: the walk stops there.
+    /// cut above can separate x: the walk stops there. Insertion uses the same draws
+    /// bottom-up, keeping the highest separating cut, which has the same distribution
+    /// as the paper's top-down insertion.
     pub(crate) fn score(
         &self,
         x: &[f32],
@@ -227,20 +238,20 @@ impl Tree {
     ) -> (f64, Option<Placement>) {
         let n = self.leaves.len();
         if n == 0 {
-            let first = Placement { lo: 0, hi: 0, depth: 0, dim: DUPLICATE, cut: 0.0, right: true };
+            let first = Placement { lo: 0, hi: 0, level: 0, dim: DUPLICATE, cut: 0.0, right: true };
             return (0.0, rng.map(|_| first));
         }
-        let (mut a, mut b) = self.descend(x, &mut scratch.path);
+        let (mut a, mut b) = self.descend(x, scratch);
         let leaf_depth = scratch.path.len();
         let leaf = store.point(self.leaves[a]);
         if leaf == x {
             let mass = b - a + 1;
             let score = damp(mass, n) * score_seen(leaf_depth, mass) * normalizer(n);
             // x is inside every box above its leaf: no cut can separate it; it joins the leaf.
-            let joined = Placement { lo: a, hi: b, depth: leaf_depth as u16, dim: DUPLICATE, cut: 0.0, right: true };
+            let joined = Placement { lo: a, hi: b, level: leaf_depth, dim: DUPLICATE, cut: 0.0, right: true };
             return (score, rng.map(|_| joined));
         }
-        let Scratch { path, lo, hi } = scratch;
+        let Scratch { path, lo, hi, .. } = scratch;
         lo.clear();
         lo.extend_from_slice(leaf);
         hi.clear();
@@ -252,14 +263,11 @@ impl Tree {
             let (merged, _) = ranges(lo, hi, x);
             let (dim, cut, right) =
                 Self::draw_cut(lo, hi, x, merged, rng).unwrap_or_else(|| Self::cut_between(leaf, x));
-            Placement { lo: a, hi: b, depth: leaf_depth as u16, dim, cut, right }
+            Placement { lo: a, hi: b, level: leaf_depth, dim, cut, right }
         });
         for (level, node) in path.iter().enumerate().rev() {
-            if node.lo < a {
-                self.extend_box(store, node.lo..=a - 1, lo, hi);
-            } else {
-                self.extend_box(store, b + 1..=node.hi, lo, hi);
-            }
+            let sibling = if node.lo < a { &self.leaves[node.lo..a] } else { &self.leaves[b + 1..=node.hi] };
+            self.extend_box(store, sibling, lo, hi);
             (a, b) = (node.lo, node.hi);
             let (merged, outside) = ranges(lo, hi, x);
             if outside <= 0.0 {
@@ -269,11 +277,112 @@ impl Tree {
             score = (1.0 - p) * score + p * score_unseen(level);
             if let Some(rng) = rng.as_deref_mut() {
                 if let Some((dim, cut, right)) = Self::draw_cut(lo, hi, x, merged, rng) {
-                    placement = Some(Placement { lo: a, hi: b, depth: level as u16, dim, cut, right });
+                    placement = Some(Placement { lo: a, hi: b, level, dim, cut, right });
                 }
             }
         }
         (score * normalizer(n), placement)
+    }
+
+    /// Inserts point `reference` (with sampler key `key`) where `placement` says;
+    /// `scratch` must still hold the path of the [`Tree::score`] call that chose it.
+    pub(crate) fn insert(&mut self, placement: Placement, scratch: &Scratch, reference: u32, key: f32) {
+        if self.leaves.is_empty() {
+            self.leaves.push(reference);
+            self.keys.push(key);
+            return;
+        }
+        let Placement { lo, hi, level, dim, cut, right } = placement;
+        let path = &scratch.path[..level];
+        // The subtree the new node goes above: a path node, a duplicate run, or a leaf.
+        let subtree = match scratch.path.get(level) {
+            Some(node) => Some(node.gap),
+            None => scratch.run_root,
+        };
+        let gap = if right { hi } else { lo };
+        // Node indices at or after the new gap move one place right.
+        let moved = |g: usize| if g >= gap { g + 1 } else { g };
+        let node = match subtree {
+            None => Node { cut, left: 0, right: 0 },
+            Some(s) if right => Node { cut, left: (gap - s) as u16, right: 0 },
+            Some(s) => Node { cut, left: 0, right: (moved(s) - gap) as u16 },
+        };
+        self.root = if level == 0 { gap as u16 } else { moved(self.root as usize) as u16 };
+        let leaf = if right { hi + 1 } else { lo };
+        self.leaves.insert(leaf, reference);
+        self.keys.insert(leaf, key);
+        self.nodes.insert(gap, node);
+        self.dims.insert(gap, dim);
+        // Re-point the path, in the new numbering, down to the new node.
+        for (j, parent) in path.iter().enumerate() {
+            let child = path.get(j + 1).map_or(gap, |c| moved(c.gap));
+            self.point_to(moved(parent.gap), child);
+        }
+    }
+
+    /// Sets `parent`'s pointer on the side of `child` (both node indices).
+    fn point_to(&mut self, parent: usize, child: usize) {
+        if child < parent {
+            self.nodes[parent].left = (parent - child) as u16;
+        } else {
+            self.nodes[parent].right = (child - parent) as u16;
+        }
+    }
+
+    /// Deletes leaf `i`: its parent node goes, its sibling subtree moves up a level.
+    pub(crate) fn delete(&mut self, i: usize, scratch: &mut Scratch) {
+        let n = self.leaves.len();
+        self.leaves.remove(i);
+        self.keys.remove(i);
+        if n == 1 {
+            return;
+        }
+        // Find the leaf by position: the path of nodes above it.
+        let path = &mut scratch.path;
+        path.clear();
+        let (mut lo, mut hi) = (0, n - 1);
+        let mut gap = self.root as usize;
+        while lo < hi {
+            path.push(PathNode { gap, lo, hi });
+            let node = self.nodes[gap];
+            if i <= gap {
+                hi = gap;
+                gap -= node.left as usize;
+            } else {
+                lo = gap + 1;
+                gap += node.right as usize;
+            }
+        }
+        let Some(&PathNode { gap: parent, .. }) = path.last() else { return };
+        let node = self.nodes[parent];
+        // The sibling: a node index, or None for a leaf.
+        let sibling = if i <= parent {
+            (node.right != 0).then(|| parent + node.right as usize)
+        } else {
+            (node.left != 0).then(|| parent - node.left as usize)
+        };
+        let moved = |g: usize| if g > parent { g - 1 } else { g };
+        let ancestors = path.len() - 1;
+        if ancestors == 0 {
+            self.root = sibling.map_or(0, moved) as u16;
+        } else {
+            self.root = moved(self.root as usize) as u16;
+        }
+        self.nodes.remove(parent);
+        self.dims.remove(parent);
+        for j in 0..ancestors {
+            let above = moved(path[j].gap);
+            if j + 1 < ancestors {
+                self.point_to(above, moved(path[j + 1].gap));
+            } else if let Some(sibling) = sibling {
+                self.point_to(above, moved(sibling));
+            } else if parent < path[j].gap {
+                // The sibling leaf is now the neighbouring leaf on the parent's side.
+                self.nodes[above].left = 0;
+            } else {
+                self.nodes[above].right = 0;
+            }
+        }
     }
 
     /// Adds this tree's attribution of the score of `x` to `high` and `low`: the same
@@ -284,7 +393,7 @@ impl Tree {
         if n == 0 {
             return;
         }
-        let (mut a, mut b) = self.descend(x, &mut scratch.path);
+        let (mut a, mut b) = self.descend(x, scratch);
         let leaf_depth = scratch.path.len();
         let leaf = store.point(self.leaves[a]);
         let dims = x.len();
@@ -294,23 +403,18 @@ impl Tree {
             high.iter_mut().chain(low.iter_mut()).for_each(|v| *v += share);
             return;
         }
-        let Scratch { path, lo, hi } = scratch;
+        let Scratch { path, lo, hi, .. } = scratch;
         lo.clear();
         lo.extend_from_slice(leaf);
         hi.clear();
         hi.extend_from_slice(leaf);
-        let (mut up, mut down) = (vec![0.0f64; dims], vec![0.0f64; dims]);
         let (merged, _) = ranges(lo, hi, x);
-        for d in 0..dims {
-            up[d] = f64::from((x[d] - leaf[d]).max(0.0)) / merged * score_unseen(leaf_depth);
-            down[d] = f64::from((leaf[d] - x[d]).max(0.0)) / merged * score_unseen(leaf_depth);
-        }
+        let unseen = score_unseen(leaf_depth);
+        let mut up: Vec<f64> = (0..dims).map(|d| f64::from((x[d] - leaf[d]).max(0.0)) / merged * unseen).collect();
+        let mut down: Vec<f64> = (0..dims).map(|d| f64::from((leaf[d] - x[d]).max(0.0)) / merged * unseen).collect();
         for (level, node) in path.iter().enumerate().rev() {
-            if node.lo < a {
-                self.extend_box(store, node.lo..=a - 1, lo, hi);
-            } else {
-                self.extend_box(store, b + 1..=node.hi, lo, hi);
-            }
+            let sibling = if node.lo < a { &self.leaves[node.lo..a] } else { &self.leaves[b + 1..=node.hi] };
+            self.extend_box(store, sibling, lo, hi);
             (a, b) = (node.lo, node.hi);
             let (merged, outside) = ranges(lo, hi, x);
             if outside <= 0.0 {
@@ -340,83 +444,75 @@ impl Tree {
             return None;
         }
         let mut best: Option<(f64, f32, u32)> = None;
-        let mut stack = vec![(0usize, self.leaves.len() - 1, 0u16)];
-        while let Some((lo, hi, depth)) = stack.pop() {
-            let gap = (lo < hi).then(|| lo + find_depth(&self.depths[lo..hi], depth));
-            match gap {
-                Some(gap) if self.dims[gap] != DUPLICATE => {
-                    let dim = self.dims[gap] as usize;
-                    let value = x[dim];
-                    if value.is_nan() || value <= self.cuts[gap] {
-                        stack.push((lo, gap, depth + 1));
-                    }
-                    if value.is_nan() || value > self.cuts[gap] {
-                        stack.push((gap + 1, hi, depth + 1));
-                    }
+        let mut stack = vec![(self.root as usize, 0usize, self.leaves.len() - 1)];
+        while let Some((gap, lo, hi)) = stack.pop() {
+            if lo < hi && self.dims[gap] != DUPLICATE {
+                let dim = self.dims[gap] as usize;
+                let node = self.nodes[gap];
+                let value = x[dim];
+                if value.is_nan() || value <= node.cut {
+                    stack.push((gap.wrapping_sub(node.left as usize), lo, gap));
                 }
-                _ => {
-                    let p = store.point(self.leaves[lo]);
-                    let distance: f64 =
-                        x.iter().zip(p).filter(|(v, _)| !v.is_nan()).map(|(v, q)| f64::from((v - q).abs())).sum();
-                    let key = self.keys[lo];
-                    if best.is_none_or(|(bd, bk, _)| distance < bd || (distance == bd && key < bk)) {
-                        best = Some((distance, key, self.leaves[lo]));
-                    }
+                if value.is_nan() || value > node.cut {
+                    stack.push((gap + node.right as usize, gap + 1, hi));
                 }
+                continue;
+            }
+            let p = store.point(self.leaves[lo]);
+            let distance: f64 =
+                x.iter().zip(p).filter(|(v, _)| !v.is_nan()).map(|(v, q)| f64::from((v - q).abs())).sum();
+            let key = self.keys[lo];
+            if best.is_none_or(|(bd, bk, _)| distance < bd || (distance == bd && key < bk)) {
+                best = Some((distance, key, self.leaves[lo]));
             }
         }
         best.map(|(_, _, reference)| reference)
     }
 
-    /// Inserts point `reference` (with sampler key `key`) where `placement` says.
-    pub(crate) fn insert(&mut self, placement: Placement, reference: u32, key: f32) {
-        if self.leaves.is_empty() {
-            self.leaves.push(reference);
-            self.keys.push(key);
-            return;
+    /// The subtrees below the root as (node, first leaf, last leaf), children before
+    /// their parents' siblings; None if a pointer leaves its subtree's range, so any
+    /// walk over a tree that passes this stays inside its arrays.
+    fn subtrees(&self) -> Option<Vec<(usize, usize, usize)>> {
+        let n = self.leaves.len();
+        let mut out = Vec::with_capacity(n.saturating_sub(1));
+        if n < 2 {
+            return Some(out);
         }
-        let Placement { lo, hi, depth, dim, cut, right } = placement;
-        for d in &mut self.depths[lo..hi] {
-            *d += 1;
+        let mut stack = vec![(self.root as usize, 0usize, n - 1)];
+        while let Some((gap, lo, hi)) = stack.pop() {
+            if !(lo <= gap && gap < hi) || out.len() >= n - 1 {
+                return None;
+            }
+            out.push((gap, lo, hi));
+            let node = self.nodes[gap];
+            match node.left as usize {
+                0 if gap != lo => return None,
+                0 => {}
+                d if d > gap || gap - d < lo => return None,
+                d => stack.push((gap - d, lo, gap)),
+            }
+            match node.right as usize {
+                0 if gap + 1 != hi => return None,
+                0 => {}
+                d if gap + d >= hi => return None,
+                d => stack.push((gap + d, gap + 1, hi)),
+            }
         }
-        let (leaf, gap) = if right { (hi + 1, hi) } else { (lo, lo) };
-        self.leaves.insert(leaf, reference);
-        self.keys.insert(leaf, key);
-        self.depths.insert(gap, depth);
-        self.dims.insert(gap, dim);
-        self.cuts.insert(gap, cut);
+        (out.len() == n - 1).then_some(out)
     }
 
-    /// Deletes leaf `i`: its parent node goes, its sibling subtree moves up a level.
-    pub(crate) fn delete(&mut self, i: usize) {
+    /// Cheap structural checks for a tree read from a snapshot: whatever the bytes
+    /// said, walking the tree must stay within its arrays and the point store.
+    pub(crate) fn is_consistent(&self, sample_size: usize, dimensions: usize, holds: impl Fn(u32) -> bool) -> bool {
         let n = self.leaves.len();
-        self.leaves.remove(i);
-        self.keys.remove(i);
-        if n == 1 {
-            return;
-        }
-        // The parent is the deeper of the two gaps beside the leaf.
-        let parent = if i == 0 {
-            0
-        } else if i == n - 1 || self.depths[i - 1] > self.depths[i] {
-            i - 1
-        } else {
-            i
-        };
-        let parent_depth = self.depths[parent];
-        if parent == i {
-            // Sibling subtree to the right: the gaps after the parent that are deeper.
-            for d in self.depths[parent + 1..].iter_mut().take_while(|d| **d > parent_depth) {
-                *d -= 1;
-            }
-        } else {
-            for d in self.depths[..parent].iter_mut().rev().take_while(|d| **d > parent_depth) {
-                *d -= 1;
-            }
-        }
-        self.depths.remove(parent);
-        self.dims.remove(parent);
-        self.cuts.remove(parent);
+        let gaps = n.saturating_sub(1);
+        n <= sample_size
+            && self.keys.len() == n
+            && self.nodes.len() == gaps
+            && self.dims.len() == gaps
+            && self.dims.iter().all(|&d| d == DUPLICATE || (d as usize) < dimensions)
+            && self.leaves.iter().all(|&r| holds(r))
+            && self.subtrees().is_some()
     }
 
     /// Position of the leaf with the largest key (the sample to evict).
@@ -434,51 +530,15 @@ impl Tree {
         self.max_key = self.keys.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     }
 
-    /// Cheap structural checks for a tree read from a snapshot: whatever the bytes
-    /// said, walking the tree must stay within its arrays and the point store.
-    pub(crate) fn is_consistent(&self, sample_size: usize, dimensions: usize, holds: impl Fn(u32) -> bool) -> bool {
-        let n = self.leaves.len();
-        let gaps = n.saturating_sub(1);
-        n <= sample_size
-            && self.keys.len() == n
-            && self.depths.len() == gaps
-            && self.dims.len() == gaps
-            && self.cuts.len() == gaps
-            && self.dims.iter().all(|&d| d == DUPLICATE || (d as usize) < dimensions)
-            && self.depths.iter().all(|&d| (d as usize) < n)
-            && self.leaves.iter().all(|&r| holds(r))
-            && self.shape_is_valid()
-    }
-
-    /// Whether the depths describe a binary tree: every run of gaps has exactly one
-    /// gap of the expected depth (its root) and only deeper ones besides.
-    fn shape_is_valid(&self) -> bool {
-        let mut runs = vec![(0usize, self.depths.len(), 0u16)];
-        while let Some((lo, hi, depth)) = runs.pop() {
-            if lo == hi {
-                continue;
-            }
-            let run = &self.depths[lo..hi];
-            if run.iter().any(|&d| d < depth) || run.iter().filter(|&&d| d == depth).count() != 1 {
-                return false;
-            }
-            let root = lo + find_depth(run, depth);
-            runs.push((lo, root, depth + 1));
-            runs.push((root + 1, hi, depth + 1));
-        }
-        true
-    }
-
     pub(crate) fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.leaves.capacity() * 4
             + self.keys.capacity() * 4
-            + self.depths.capacity() * 2
+            + self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.dims.capacity()
-            + self.cuts.capacity() * 4
     }
 
-    /// Checks the tree's invariants: the shape encoded by the depths is a binary tree,
+    /// Checks the tree's invariants: the pointers form a binary tree over the leaves,
     /// every leaf lies on its side of every cut above it (each box holds its points),
     /// duplicates are equal, and the sampler's keys are consistent.
     #[cfg(test)]
@@ -487,38 +547,24 @@ impl Tree {
         if self.keys.len() != n || n > sample_size {
             return Err(format!("{n} leaves, {} keys, sample size {sample_size}", self.keys.len()));
         }
-        let gaps = n.saturating_sub(1);
-        if self.depths.len() != gaps || self.dims.len() != gaps || self.cuts.len() != gaps {
-            return Err(format!("{n} leaves but {} gaps", self.depths.len()));
+        if self.nodes.len() != n.saturating_sub(1) || self.dims.len() != self.nodes.len() {
+            return Err(format!("{n} leaves but {} nodes", self.nodes.len()));
         }
-        if n > 1 && self.depths.iter().filter(|&&d| d == 0).count() != 1 {
-            return Err("not exactly one root".into());
-        }
-        for g in 0..gaps {
-            let depth = self.depths[g];
-            let left = (0..g).rev().find(|&j| self.depths[j] < depth);
-            let right = (g + 1..gaps).find(|&j| self.depths[j] < depth);
-            if depth > 0 {
-                let parent_depth = left.map(|j| self.depths[j]).into_iter().chain(right.map(|j| self.depths[j])).max();
-                if parent_depth != Some(depth - 1) {
-                    return Err(format!("gap {g} at depth {depth} has parent depth {parent_depth:?}"));
-                }
-            }
-            let first = left.map_or(0, |j| j + 1);
-            let last = right.unwrap_or(gaps);
-            let dim = self.dims[g];
+        let subtrees = self.subtrees().ok_or("the pointers do not form a tree")?;
+        for (gap, lo, hi) in subtrees {
+            let dim = self.dims[gap];
             if dim == DUPLICATE {
-                let p = store.point(self.leaves[first]);
-                if (first..=last).any(|i| store.point(self.leaves[i]) != p) {
-                    return Err(format!("duplicate gap {g} joins different points"));
+                let p = store.point(self.leaves[lo]);
+                if (lo..=hi).any(|i| store.point(self.leaves[i]) != p) {
+                    return Err(format!("duplicate node {gap} joins different points"));
                 }
                 continue;
             }
-            let cut = self.cuts[g];
-            if (first..=g).any(|i| store.point(self.leaves[i])[dim as usize] > cut)
-                || (g + 1..=last).any(|i| store.point(self.leaves[i])[dim as usize] <= cut)
+            let cut = self.nodes[gap].cut;
+            if (lo..=gap).any(|i| store.point(self.leaves[i])[dim as usize] > cut)
+                || (gap + 1..=hi).any(|i| store.point(self.leaves[i])[dim as usize] <= cut)
             {
-                return Err(format!("a leaf is on the wrong side of cut {g} (dim {dim} at {cut})"));
+                return Err(format!("a leaf is on the wrong side of node {gap} (dim {dim} at {cut})"));
             }
         }
         if n > 0 && self.max_key != self.keys.iter().copied().fold(f32::NEG_INFINITY, f32::max) {
@@ -528,7 +574,7 @@ impl Tree {
     }
 
     #[cfg(test)]
-    pub(crate) fn shape(&self) -> (Vec<u32>, Vec<u16>, Vec<u8>, Vec<f32>) {
-        (self.leaves.clone(), self.depths.clone(), self.dims.clone(), self.cuts.clone())
+    pub(crate) fn shape(&self) -> (Vec<u32>, Vec<Node>, Vec<u8>, u16) {
+        (self.leaves.clone(), self.nodes.clone(), self.dims.clone(), self.root)
     }
 }
