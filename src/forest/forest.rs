@@ -243,10 +243,10 @@ impl Forest {
             if let Some(placement) = placement {
                 tree.insert(placement, scratch, x_ref, key);
             }
-            if tree.mass() > sample_size {
-                tree.delete(tree.max_key_position(), scratch);
-            }
             tree.refresh_max_key();
+            if tree.mass() > sample_size {
+                tree.evict(scratch);
+            }
             tree.next_accept = if tree.mass() < sample_size {
                 t + 1
             } else {

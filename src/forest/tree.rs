@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::config::MAX_SAMPLE_SIZE;
 use super::rng::Rng;
 use super::store::PointStore;
 
@@ -112,7 +113,10 @@ fn damp(leaf_mass: usize, tree_mass: usize) -> f64 {
 }
 #[inline]
 fn normalizer(tree_mass: usize) -> f64 {
-    ((tree_mass + 1) as f64).log2()
+    // log2 per tree per point shows in profiles; the masses are few, so keep a table.
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| (0..=MAX_SAMPLE_SIZE + 1).map(|m| ((m + 1) as f64).log2()).collect());
+    table.get(tree_mass).copied().unwrap_or_else(|| ((tree_mass + 1) as f64).log2())
 }
 
 /// Sum over dimensions of (range of box ∪ x, the part of it outside the box).
@@ -162,27 +166,57 @@ impl Tree {
             }
             scratch.path.push(PathNode { gap, lo, hi });
             let node = self.nodes[gap];
-            if x[dim as usize] <= node.cut {
-                hi = gap;
-                gap -= node.left as usize;
-            } else {
-                lo = gap + 1;
-                gap += node.right as usize;
-            }
+            // Which way a point goes is a coin flip to the branch predictor: select instead.
+            let left = x[dim as usize] <= node.cut;
+            hi = if left { gap } else { hi };
+            lo = if left { lo } else { gap + 1 };
+            gap = if left { gap - node.left as usize } else { gap + node.right as usize };
         }
         (lo, hi)
     }
 
+    /// Grows the box `lo..hi` to hold the points of `leaves`: the hot loop of scoring.
     #[inline]
     fn extend_box(&self, store: &PointStore, leaves: &[u32], lo: &mut [f32], hi: &mut [f32]) {
+        // Up to 16 dimensions the box lives in fixed-size arrays, which the compiler
+        // keeps in registers and turns into a few SIMD min/max per point.
+        macro_rules! fixed {
+            ($($n:literal)*) => {
+                match lo.len() {
+                    $($n => {
+                        if let (Ok(lo), Ok(hi)) = (<&mut [f32; $n]>::try_from(lo), <&mut [f32; $n]>::try_from(hi)) {
+                            Self::extend_fixed::<$n>(store, leaves, lo, hi);
+                        }
+                        return;
+                    })*
+                    _ => {}
+                }
+            };
+        }
+        fixed!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
         for &reference in leaves {
             let p = store.point(reference);
             for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(p) {
-                // Selects, not branches or f32::min: they vectorise, and the store holds no NaN.
                 *l = if v < *l { v } else { *l };
                 *h = if v > *h { v } else { *h };
             }
         }
+    }
+
+    #[inline(always)]
+    fn extend_fixed<const N: usize>(store: &PointStore, leaves: &[u32], lo: &mut [f32; N], hi: &mut [f32; N]) {
+        let (mut l, mut h) = (*lo, *hi);
+        for &reference in leaves {
+            if let Ok(p) = <&[f32; N]>::try_from(store.point(reference)) {
+                // Selects, not branches or f32::min: they compile to minps/maxps, and
+                // the store holds no NaN.
+                for i in 0..N {
+                    l[i] = if p[i] < l[i] { p[i] } else { l[i] };
+                    h[i] = if p[i] > h[i] { p[i] } else { h[i] };
+                }
+            }
+        }
+        (*lo, *hi) = (l, h);
     }
 
     /// A random cut of the box ∪ x (dimension chosen in proportion to its range); Some
@@ -515,19 +549,25 @@ impl Tree {
             && self.subtrees().is_some()
     }
 
-    /// Position of the leaf with the largest key (the sample to evict).
-    pub(crate) fn max_key_position(&self) -> usize {
-        let mut best = 0;
-        for (i, &k) in self.keys.iter().enumerate() {
-            if k > self.keys[best] {
-                best = i;
-            }
-        }
-        best
+    /// Evicts the sample with the largest key.
+    pub(crate) fn evict(&mut self, scratch: &mut Scratch) {
+        let position = self.keys.iter().position(|&k| k == self.max_key).unwrap_or(0);
+        self.delete(position, scratch);
+        self.refresh_max_key();
     }
 
     pub(crate) fn refresh_max_key(&mut self) {
-        self.max_key = self.keys.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        // Eight running maxima, so that the scan vectorises (a single running maximum
+        // would be a chain the compiler may not reorder).
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        let mut chunks = self.keys.chunks_exact(8);
+        for chunk in &mut chunks {
+            for i in 0..8 {
+                lanes[i] = if chunk[i] > lanes[i] { chunk[i] } else { lanes[i] };
+            }
+        }
+        let rest = chunks.remainder().iter().copied();
+        self.max_key = lanes.into_iter().chain(rest).fold(f32::NEG_INFINITY, |m, k| if k > m { k } else { m });
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
