@@ -13,8 +13,9 @@ pub const DEFAULT_TIME_DECAY_TIMES_SAMPLE_SIZE: f64 = 0.1;
 pub const DEFAULT_OUTPUT_AFTER_FRACTION: f64 = 0.25;
 pub const MAX_TREES: usize = 1_000;
 pub const MIN_SAMPLE_SIZE: usize = 4;
-/// Depths are stored as `u16` and leaf counts reach sample size + 1 during an update.
-pub const MAX_SAMPLE_SIZE: usize = 8_192;
+/// Leaf positions are stored as `u16`, and a tree holds sample size + 1 leaves for a
+/// moment during an update.
+pub const MAX_SAMPLE_SIZE: usize = 4_096;
 /// Cut dimensions are stored as `u8`, with one value reserved for duplicate leaves.
 pub const MAX_DIMENSIONS: usize = 254;
 

@@ -57,7 +57,7 @@ impl Forest {
         let trees = (0..params.trees).map(|_| Tree::new(params.sample_size, seeds.next_u64())).collect();
         Forest {
             store: PointStore::new(params.features, params.shingle_size),
-            scratch: Scratch::new(params.dimensions, params.sample_size),
+            scratch: Scratch::new(params.dimensions),
             trees,
             points: 0,
             key_base: 0,
@@ -153,8 +153,8 @@ impl Forest {
         if !self.is_ready() {
             return Ok(0.0);
         }
-        let mut scratch = Scratch::new(self.params.dimensions, self.params.sample_size);
-        let total: f64 = self.trees.iter().map(|t| t.score(&point, &self.store, &mut scratch, None).0).sum();
+        let mut scratch = Scratch::new(self.params.dimensions);
+        let total: f64 = self.trees.iter().map(|t| t.score(&point, &self.store, &mut scratch)).sum();
         Ok(total / self.trees.len() as f64)
     }
 
@@ -167,7 +167,7 @@ impl Forest {
         if !self.is_ready() {
             return Ok(attribution);
         }
-        let mut scratch = Scratch::new(dims, self.params.sample_size);
+        let mut scratch = Scratch::new(dims);
         for tree in &self.trees {
             tree.attribution(&point, &self.store, &mut scratch, &mut attribution.high, &mut attribution.low);
         }
@@ -220,20 +220,26 @@ impl Forest {
         let ready = want_score && self.is_ready();
         let sample_size = self.params.sample_size;
         let Forest { store, trees, scratch, .. } = self;
+        let Scratch { descent, lo, hi, delete_path } = scratch;
         let x_ref = store.newest();
         let x = store.point(x_ref);
         let mut total = 0.0;
         for tree in trees.iter_mut() {
             let filling = tree.mass() < sample_size;
-            let accept = filling || t >= tree.next_accept;
-            if !accept {
-                if ready {
-                    total += tree.score(x, store, scratch, None).0;
-                }
+            let accepts = filling || t >= tree.next_accept;
+            // A tree that neither accepts the point nor has to score it is skipped.
+            if !(accepts || ready) {
+                continue;
+            }
+            if tree.mass() > 0 {
+                tree.descend(x, descent);
+            }
+            if !accepts {
+                total += tree.walk(x, store, descent, lo, hi, None).0;
                 continue;
             }
             let mut rng = tree.rng.clone();
-            let (score, placement) = tree.score(x, store, scratch, Some(&mut rng));
+            let (score, placement) = tree.walk(x, store, descent, lo, hi, Some(&mut rng));
             total += score;
             let key = if filling {
                 sampler::unconditional_key(&mut rng, decay, t_rel)
@@ -241,11 +247,11 @@ impl Forest {
                 sampler::accepted_key(&mut rng, decay, t_rel, tree.max_key)
             };
             if let Some(placement) = placement {
-                tree.insert(placement, scratch, x_ref, key);
+                tree.insert(placement, descent, x_ref, key);
             }
             tree.refresh_max_key();
             if tree.mass() > sample_size {
-                tree.evict(scratch);
+                tree.evict(delete_path);
             }
             tree.next_accept = if tree.mass() < sample_size {
                 t + 1
@@ -309,7 +315,7 @@ impl Forest {
             .deserialize(body)
             .map_err(|e| ForestError::Snapshot(e.to_string()))?;
         forest.check_restored()?;
-        forest.scratch = Scratch::new(forest.params.dimensions, forest.params.sample_size);
+        forest.scratch = Scratch::new(forest.params.dimensions);
         Ok(forest)
     }
 

@@ -92,24 +92,28 @@ proptest! {
         let mut store = PointStore::new(2, 1);
         let mut tree = Tree::new(64, seed);
         let mut rng = Rng::new(seed);
-        let mut scratch = Scratch::new(2, 64);
+        let mut scratch = Scratch::new(2);
         for i in 0..=n {
             let p = [(rng.next_u64() % u64::from(levels)) as f32, (rng.next_u64() % 7) as f32];
             store.push(&p);
             let x = store.point(i as u32).to_vec();
             let mut draw = rng.clone();
-            let (_, placement) = tree.score(&x, &store, &mut scratch, Some(&mut draw));
+            let mut descent = scratch.descent.clone();
+            if !tree.leaves.is_empty() {
+                tree.descend(&x, &mut descent);
+            }
+            let (_, placement) = tree.walk(&x, &store, &descent, &mut scratch.lo, &mut scratch.hi, Some(&mut draw));
             rng = draw;
             let placement = placement.expect("a placement when asked");
             if i < n {
-                tree.insert(placement, &scratch, i as u32, i as f32);
+                tree.insert(placement, &descent, i as u32, i as f32);
             } else {
                 let before = (tree.shape(), tree.keys.clone());
-                tree.insert(placement, &scratch, i as u32, -1.0);
+                tree.insert(placement, &descent, i as u32, -1.0);
                 tree.refresh_max_key();
                 prop_assert!(tree.check(&store, 64).is_ok(), "{:?}", tree.check(&store, 64));
                 let at = tree.leaves.iter().position(|&r| r == i as u32).expect("inserted leaf");
-                tree.delete(at, &mut scratch);
+                tree.delete(at, &mut scratch.delete_path);
                 prop_assert_eq!((tree.shape(), tree.keys.clone()), before);
             }
         }

@@ -23,13 +23,42 @@ use super::store::PointStore;
 /// Cut dimension marking a node between two copies of the same point.
 pub(crate) const DUPLICATE: u8 = u8::MAX;
 
-/// An internal node: points with `x[dim] <= cut` go left. `left`/`right` are the
-/// distances (in gaps) to the child nodes; 0 means the child is the neighbouring leaf.
+/// An internal node in 8 bytes: points with `x[dim] <= cut` go left; `left`/`right`
+/// are the distances (in gaps) to the child nodes, 0 meaning the neighbouring leaf.
+/// One load per level of a descent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Node {
     cut: f32,
-    left: u16,
-    right: u16,
+    /// left (12 bits) | right (12 bits) | dim (8 bits).
+    links: u32,
+}
+
+/// Child distances have 12 bits, which bounds the sample size (see `config`).
+const LINK_BITS: u32 = 12;
+const LINK_MASK: u32 = (1 << LINK_BITS) - 1;
+
+impl Node {
+    fn new(dim: u8, cut: f32, left: usize, right: usize) -> Self {
+        Node { cut, links: left as u32 | (right as u32) << LINK_BITS | u32::from(dim) << (2 * LINK_BITS) }
+    }
+    #[inline]
+    fn left(self) -> usize {
+        (self.links & LINK_MASK) as usize
+    }
+    #[inline]
+    fn right(self) -> usize {
+        (self.links >> LINK_BITS & LINK_MASK) as usize
+    }
+    #[inline]
+    fn dim(self) -> u8 {
+        (self.links >> (2 * LINK_BITS)) as u8
+    }
+    fn set_left(&mut self, left: usize) {
+        self.links = self.links & !LINK_MASK | left as u32;
+    }
+    fn set_right(&mut self, right: usize) {
+        self.links = self.links & !(LINK_MASK << LINK_BITS) | (right as u32) << LINK_BITS;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,8 +69,6 @@ pub(crate) struct Tree {
     pub(crate) keys: Vec<f32>,
     /// Node i sits between leaf i and leaf i + 1.
     nodes: Vec<Node>,
-    /// Cut dimension of node i, or [`DUPLICATE`]; apart from `nodes` to keep them 8 bytes.
-    dims: Vec<u8>,
     /// Index of the root node (when there are two leaves or more).
     root: u16,
     /// The largest key in `keys`, the sample a new point would replace.
@@ -53,11 +80,29 @@ pub(crate) struct Tree {
 
 /// An internal node on the path from the root to a leaf, and the leaves below it.
 #[derive(Debug, Clone, Copy)]
-struct PathNode {
-    gap: usize,
-    lo: usize,
-    hi: usize,
+pub(crate) struct PathNode {
+    gap: u16,
+    lo: u16,
+    hi: u16,
 }
+
+impl PathNode {
+    #[inline]
+    fn new(gap: usize, lo: usize, hi: usize) -> Self {
+        PathNode { gap: gap as u16, lo: lo as u16, hi: hi as u16 }
+    }
+    #[inline]
+    fn gap(&self) -> usize {
+        self.gap as usize
+    }
+    #[inline]
+    fn range(&self) -> (usize, usize) {
+        (self.lo as usize, self.hi as usize)
+    }
+}
+
+/// Paths start with room for this many nodes and grow (rarely) for deeper trees.
+const PATH_CAPACITY: usize = 64;
 
 /// Where a new point goes: beside the subtree over leaves `lo..=hi` (rooted at path
 /// node `level`, or the leaf run when `level` is the path's length), under a new node.
@@ -71,29 +116,38 @@ pub(crate) struct Placement {
     right: bool,
 }
 
-/// Reusable buffers so that scoring and updating allocate nothing per point. After
-/// [`Tree::score`], `path` holds that walk's path, which [`Tree::insert`] reuses.
+/// Where a point's descent through one tree ended: the leaves it reached (a run of
+/// duplicates, usually one leaf), the root of that run if it is one, and the path of
+/// nodes above, root first. [`Tree::walk`] and [`Tree::insert`] use it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Descent {
+    path: Vec<PathNode>,
+    run_root: Option<usize>,
+    leaf: (usize, usize),
+}
+
+/// Reusable buffers so that scoring and updating allocate nothing per point.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Scratch {
-    path: Vec<PathNode>,
-    /// The root of the duplicate run the last descent ended in, if any.
-    run_root: Option<usize>,
-    lo: Vec<f32>,
-    hi: Vec<f32>,
+    pub(crate) descent: Descent,
+    pub(crate) lo: Vec<f32>,
+    pub(crate) hi: Vec<f32>,
+    pub(crate) delete_path: Vec<PathNode>,
 }
 
 impl Scratch {
-    pub(crate) fn new(dimensions: usize, sample_size: usize) -> Self {
+    pub(crate) fn new(dimensions: usize) -> Self {
         Scratch {
-            path: Vec::with_capacity(sample_size + 1),
-            run_root: None,
+            descent: Descent { path: Vec::with_capacity(PATH_CAPACITY), run_root: None, leaf: (0, 0) },
             lo: Vec::with_capacity(dimensions),
             hi: Vec::with_capacity(dimensions),
+            delete_path: Vec::with_capacity(PATH_CAPACITY),
         }
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.path.capacity() * std::mem::size_of::<PathNode>() + (self.lo.capacity() + self.hi.capacity()) * 4
+        let paths = self.descent.path.capacity() + self.delete_path.capacity();
+        paths * std::mem::size_of::<PathNode>() + (self.lo.capacity() + self.hi.capacity()) * 4
     }
 }
 
@@ -139,7 +193,6 @@ impl Tree {
             leaves: Vec::with_capacity(sample_size + 1),
             keys: Vec::with_capacity(sample_size + 1),
             nodes: Vec::with_capacity(sample_size),
-            dims: Vec::with_capacity(sample_size),
             root: 0,
             max_key: f32::NEG_INFINITY,
             next_accept: 0,
@@ -151,28 +204,26 @@ impl Tree {
         self.leaves.len()
     }
 
-    /// The leaves `x` routes to (a run of duplicates, usually one leaf), with the
-    /// nodes above it in `scratch.path`, root first. The tree must not be empty.
-    fn descend(&self, x: &[f32], scratch: &mut Scratch) -> (usize, usize) {
-        scratch.path.clear();
-        scratch.run_root = None;
+    /// Routes `x` from the root to its leaves. The tree must not be empty.
+    pub(crate) fn descend(&self, x: &[f32], descent: &mut Descent) {
+        descent.path.clear();
+        descent.run_root = None;
         let (mut lo, mut hi) = (0, self.leaves.len() - 1);
         let mut gap = self.root as usize;
         while lo < hi {
-            let dim = self.dims[gap];
+            let node = self.nodes[gap];
+            let dim = node.dim();
             if dim == DUPLICATE {
-                scratch.run_root = Some(gap);
+                descent.run_root = Some(gap);
                 break;
             }
-            scratch.path.push(PathNode { gap, lo, hi });
-            let node = self.nodes[gap];
+            descent.path.push(PathNode::new(gap, lo, hi));
             // Which way a point goes is a coin flip to the branch predictor: select instead.
             let left = x[dim as usize] <= node.cut;
-            hi = if left { gap } else { hi };
-            lo = if left { lo } else { gap + 1 };
-            gap = if left { gap - node.left as usize } else { gap + node.right as usize };
+            (lo, hi) = if left { (lo, gap) } else { (gap + 1, hi) };
+            gap = if left { gap - node.left() } else { gap + node.right() };
         }
-        (lo, hi)
+        descent.leaf = (lo, hi);
     }
 
     /// Grows the box `lo..hi` to hold the points of `leaves`: the hot loop of scoring.
@@ -252,9 +303,9 @@ impl Tree {
         }
     }
 
-    /// The anomaly score of `x` in this tree, and with `rng`, where inserting `x` would
-    /// put it (the same walk serves both; pass the placement to [`Tree::insert`] with
-    /// the same scratch).
+    /// The anomaly score of `x` in this tree. [`Tree::walk`] does the work after the
+    /// descent, and with `rng` also says where inserting `x` would put it (the same
+    /// walk serves both; pass the placement to [`Tree::insert`] with the same descent).
     ///
     /// The walk goes from x's leaf towards the root; at each node, x is separated from
     /// the node's box with probability (range of box ∪ x − range of box) / range of
@@ -263,11 +314,22 @@ impl Tree {
     /// cut above can separate x: the walk stops there. Insertion uses the same draws
     /// bottom-up, keeping the highest separating cut, which has the same distribution
     /// as the paper's top-down insertion.
-    pub(crate) fn score(
+    pub(crate) fn score(&self, x: &[f32], store: &PointStore, scratch: &mut Scratch) -> f64 {
+        let Scratch { descent, lo, hi, .. } = scratch;
+        if !self.leaves.is_empty() {
+            self.descend(x, descent);
+        }
+        self.walk(x, store, descent, lo, hi, None).0
+    }
+
+    /// [`Tree::score`] after the descent, and with `rng` also the placement of `x`.
+    pub(crate) fn walk(
         &self,
         x: &[f32],
         store: &PointStore,
-        scratch: &mut Scratch,
+        descent: &Descent,
+        lo: &mut Vec<f32>,
+        hi: &mut Vec<f32>,
         mut rng: Option<&mut Rng>,
     ) -> (f64, Option<Placement>) {
         let n = self.leaves.len();
@@ -275,8 +337,9 @@ impl Tree {
             let first = Placement { lo: 0, hi: 0, level: 0, dim: DUPLICATE, cut: 0.0, right: true };
             return (0.0, rng.map(|_| first));
         }
-        let (mut a, mut b) = self.descend(x, scratch);
-        let leaf_depth = scratch.path.len();
+        let (mut a, mut b) = descent.leaf;
+        let path = &descent.path;
+        let leaf_depth = path.len();
         let leaf = store.point(self.leaves[a]);
         if leaf == x {
             let mass = b - a + 1;
@@ -285,7 +348,6 @@ impl Tree {
             let joined = Placement { lo: a, hi: b, level: leaf_depth, dim: DUPLICATE, cut: 0.0, right: true };
             return (score, rng.map(|_| joined));
         }
-        let Scratch { path, lo, hi, .. } = scratch;
         lo.clear();
         lo.extend_from_slice(leaf);
         hi.clear();
@@ -300,9 +362,10 @@ impl Tree {
             Placement { lo: a, hi: b, level: leaf_depth, dim, cut, right }
         });
         for (level, node) in path.iter().enumerate().rev() {
-            let sibling = if node.lo < a { &self.leaves[node.lo..a] } else { &self.leaves[b + 1..=node.hi] };
+            let (first, last) = node.range();
+            let sibling = if first < a { &self.leaves[first..a] } else { &self.leaves[b + 1..=last] };
             self.extend_box(store, sibling, lo, hi);
-            (a, b) = (node.lo, node.hi);
+            (a, b) = (first, last);
             let (merged, outside) = ranges(lo, hi, x);
             if outside <= 0.0 {
                 break;
@@ -319,52 +382,51 @@ impl Tree {
     }
 
     /// Inserts point `reference` (with sampler key `key`) where `placement` says;
-    /// `scratch` must still hold the path of the [`Tree::score`] call that chose it.
-    pub(crate) fn insert(&mut self, placement: Placement, scratch: &Scratch, reference: u32, key: f32) {
+    /// `descent` must be the one the placement was chosen on.
+    pub(crate) fn insert(&mut self, placement: Placement, descent: &Descent, reference: u32, key: f32) {
         if self.leaves.is_empty() {
             self.leaves.push(reference);
             self.keys.push(key);
             return;
         }
         let Placement { lo, hi, level, dim, cut, right } = placement;
-        let path = &scratch.path[..level];
+        let path = &descent.path[..level];
         // The subtree the new node goes above: a path node, a duplicate run, or a leaf.
-        let subtree = match scratch.path.get(level) {
-            Some(node) => Some(node.gap),
-            None => scratch.run_root,
+        let subtree = match descent.path.get(level) {
+            Some(node) => Some(node.gap()),
+            None => descent.run_root,
         };
         let gap = if right { hi } else { lo };
         // Node indices at or after the new gap move one place right.
         let moved = |g: usize| if g >= gap { g + 1 } else { g };
         let node = match subtree {
-            None => Node { cut, left: 0, right: 0 },
-            Some(s) if right => Node { cut, left: (gap - s) as u16, right: 0 },
-            Some(s) => Node { cut, left: 0, right: (moved(s) - gap) as u16 },
+            None => Node::new(dim, cut, 0, 0),
+            Some(s) if right => Node::new(dim, cut, gap - s, 0),
+            Some(s) => Node::new(dim, cut, 0, moved(s) - gap),
         };
         self.root = if level == 0 { gap as u16 } else { moved(self.root as usize) as u16 };
         let leaf = if right { hi + 1 } else { lo };
         self.leaves.insert(leaf, reference);
         self.keys.insert(leaf, key);
         self.nodes.insert(gap, node);
-        self.dims.insert(gap, dim);
         // Re-point the path, in the new numbering, down to the new node.
         for (j, parent) in path.iter().enumerate() {
-            let child = path.get(j + 1).map_or(gap, |c| moved(c.gap));
-            self.point_to(moved(parent.gap), child);
+            let child = path.get(j + 1).map_or(gap, |c| moved(c.gap()));
+            self.point_to(moved(parent.gap()), child);
         }
     }
 
     /// Sets `parent`'s pointer on the side of `child` (both node indices).
     fn point_to(&mut self, parent: usize, child: usize) {
         if child < parent {
-            self.nodes[parent].left = (parent - child) as u16;
+            self.nodes[parent].set_left(parent - child);
         } else {
-            self.nodes[parent].right = (child - parent) as u16;
+            self.nodes[parent].set_right(child - parent);
         }
     }
 
     /// Deletes leaf `i`: its parent node goes, its sibling subtree moves up a level.
-    pub(crate) fn delete(&mut self, i: usize, scratch: &mut Scratch) {
+    pub(crate) fn delete(&mut self, i: usize, path: &mut Vec<PathNode>) {
         let n = self.leaves.len();
         self.leaves.remove(i);
         self.keys.remove(i);
@@ -372,28 +434,23 @@ impl Tree {
             return;
         }
         // Find the leaf by position: the path of nodes above it.
-        let path = &mut scratch.path;
         path.clear();
         let (mut lo, mut hi) = (0, n - 1);
         let mut gap = self.root as usize;
         while lo < hi {
-            path.push(PathNode { gap, lo, hi });
+            path.push(PathNode::new(gap, lo, hi));
             let node = self.nodes[gap];
-            if i <= gap {
-                hi = gap;
-                gap -= node.left as usize;
-            } else {
-                lo = gap + 1;
-                gap += node.right as usize;
-            }
+            let left = i <= gap;
+            (lo, hi) = if left { (lo, gap) } else { (gap + 1, hi) };
+            gap = if left { gap - node.left() } else { gap + node.right() };
         }
-        let Some(&PathNode { gap: parent, .. }) = path.last() else { return };
+        let Some(parent) = path.last().map(PathNode::gap) else { return };
         let node = self.nodes[parent];
         // The sibling: a node index, or None for a leaf.
         let sibling = if i <= parent {
-            (node.right != 0).then(|| parent + node.right as usize)
+            (node.right() != 0).then(|| parent + node.right())
         } else {
-            (node.left != 0).then(|| parent - node.left as usize)
+            (node.left() != 0).then(|| parent - node.left())
         };
         let moved = |g: usize| if g > parent { g - 1 } else { g };
         let ancestors = path.len() - 1;
@@ -403,18 +460,17 @@ impl Tree {
             self.root = moved(self.root as usize) as u16;
         }
         self.nodes.remove(parent);
-        self.dims.remove(parent);
         for j in 0..ancestors {
-            let above = moved(path[j].gap);
+            let above = moved(path[j].gap());
             if j + 1 < ancestors {
-                self.point_to(above, moved(path[j + 1].gap));
+                self.point_to(above, moved(path[j + 1].gap()));
             } else if let Some(sibling) = sibling {
                 self.point_to(above, moved(sibling));
-            } else if parent < path[j].gap {
+            } else if parent < path[j].gap() {
                 // The sibling leaf is now the neighbouring leaf on the parent's side.
-                self.nodes[above].left = 0;
+                self.nodes[above].set_left(0);
             } else {
-                self.nodes[above].right = 0;
+                self.nodes[above].set_right(0);
             }
         }
     }
@@ -427,8 +483,11 @@ impl Tree {
         if n == 0 {
             return;
         }
-        let (mut a, mut b) = self.descend(x, scratch);
-        let leaf_depth = scratch.path.len();
+        let Scratch { descent, lo, hi, .. } = scratch;
+        self.descend(x, descent);
+        let (mut a, mut b) = descent.leaf;
+        let path = &descent.path;
+        let leaf_depth = path.len();
         let leaf = store.point(self.leaves[a]);
         let dims = x.len();
         if leaf == x {
@@ -437,7 +496,6 @@ impl Tree {
             high.iter_mut().chain(low.iter_mut()).for_each(|v| *v += share);
             return;
         }
-        let Scratch { path, lo, hi, .. } = scratch;
         lo.clear();
         lo.extend_from_slice(leaf);
         hi.clear();
@@ -447,9 +505,10 @@ impl Tree {
         let mut up: Vec<f64> = (0..dims).map(|d| f64::from((x[d] - leaf[d]).max(0.0)) / merged * unseen).collect();
         let mut down: Vec<f64> = (0..dims).map(|d| f64::from((leaf[d] - x[d]).max(0.0)) / merged * unseen).collect();
         for (level, node) in path.iter().enumerate().rev() {
-            let sibling = if node.lo < a { &self.leaves[node.lo..a] } else { &self.leaves[b + 1..=node.hi] };
+            let (first, last) = node.range();
+            let sibling = if first < a { &self.leaves[first..a] } else { &self.leaves[b + 1..=last] };
             self.extend_box(store, sibling, lo, hi);
-            (a, b) = (node.lo, node.hi);
+            (a, b) = (first, last);
             let (merged, outside) = ranges(lo, hi, x);
             if outside <= 0.0 {
                 break;
@@ -480,15 +539,15 @@ impl Tree {
         let mut best: Option<(f64, f32, u32)> = None;
         let mut stack = vec![(self.root as usize, 0usize, self.leaves.len() - 1)];
         while let Some((gap, lo, hi)) = stack.pop() {
-            if lo < hi && self.dims[gap] != DUPLICATE {
-                let dim = self.dims[gap] as usize;
+            if lo < hi && self.nodes[gap].dim() != DUPLICATE {
                 let node = self.nodes[gap];
+                let dim = node.dim() as usize;
                 let value = x[dim];
                 if value.is_nan() || value <= node.cut {
-                    stack.push((gap.wrapping_sub(node.left as usize), lo, gap));
+                    stack.push((gap.wrapping_sub(node.left()), lo, gap));
                 }
                 if value.is_nan() || value > node.cut {
-                    stack.push((gap + node.right as usize, gap + 1, hi));
+                    stack.push((gap + node.right(), gap + 1, hi));
                 }
                 continue;
             }
@@ -519,13 +578,13 @@ impl Tree {
             }
             out.push((gap, lo, hi));
             let node = self.nodes[gap];
-            match node.left as usize {
+            match node.left() {
                 0 if gap != lo => return None,
                 0 => {}
                 d if d > gap || gap - d < lo => return None,
                 d => stack.push((gap - d, lo, gap)),
             }
-            match node.right as usize {
+            match node.right() {
                 0 if gap + 1 != hi => return None,
                 0 => {}
                 d if gap + d >= hi => return None,
@@ -543,16 +602,18 @@ impl Tree {
         n <= sample_size
             && self.keys.len() == n
             && self.nodes.len() == gaps
-            && self.dims.len() == gaps
-            && self.dims.iter().all(|&d| d == DUPLICATE || (d as usize) < dimensions)
+            && self.nodes.iter().all(|node| node.dim() == DUPLICATE || (node.dim() as usize) < dimensions)
             && self.leaves.iter().all(|&r| holds(r))
             && self.subtrees().is_some()
     }
 
     /// Evicts the sample with the largest key.
-    pub(crate) fn evict(&mut self, scratch: &mut Scratch) {
-        let position = self.keys.iter().position(|&k| k == self.max_key).unwrap_or(0);
-        self.delete(position, scratch);
+    pub(crate) fn evict(&mut self, path: &mut Vec<PathNode>) {
+        // Find the chunk of eight holding the largest key with a vectorised test first.
+        let max = self.max_key;
+        let chunk = self.keys.chunks(8).position(|c| c.iter().fold(false, |any, &k| any | (k == max))).unwrap_or(0);
+        let position = chunk * 8 + self.keys[chunk * 8..].iter().position(|&k| k == max).unwrap_or(0);
+        self.delete(position, path);
         self.refresh_max_key();
     }
 
@@ -575,7 +636,6 @@ impl Tree {
             + self.leaves.capacity() * 4
             + self.keys.capacity() * 4
             + self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.dims.capacity()
     }
 
     /// Checks the tree's invariants: the pointers form a binary tree over the leaves,
@@ -587,12 +647,12 @@ impl Tree {
         if self.keys.len() != n || n > sample_size {
             return Err(format!("{n} leaves, {} keys, sample size {sample_size}", self.keys.len()));
         }
-        if self.nodes.len() != n.saturating_sub(1) || self.dims.len() != self.nodes.len() {
+        if self.nodes.len() != n.saturating_sub(1) {
             return Err(format!("{n} leaves but {} nodes", self.nodes.len()));
         }
         let subtrees = self.subtrees().ok_or("the pointers do not form a tree")?;
         for (gap, lo, hi) in subtrees {
-            let dim = self.dims[gap];
+            let dim = self.nodes[gap].dim();
             if dim == DUPLICATE {
                 let p = store.point(self.leaves[lo]);
                 if (lo..=hi).any(|i| store.point(self.leaves[i]) != p) {
@@ -614,7 +674,7 @@ impl Tree {
     }
 
     #[cfg(test)]
-    pub(crate) fn shape(&self) -> (Vec<u32>, Vec<Node>, Vec<u8>, u16) {
-        (self.leaves.clone(), self.nodes.clone(), self.dims.clone(), self.root)
+    pub(crate) fn shape(&self) -> (Vec<u32>, Vec<Node>, u16) {
+        (self.leaves.clone(), self.nodes.clone(), self.root)
     }
 }
