@@ -14,6 +14,8 @@
 //! Duplicate points are separate leaves joined by nodes whose cut dimension is
 //! [`DUPLICATE`]: together they act as one leaf of mass > 1, as in the paper.
 
+use std::hint::select_unpredictable;
+
 use serde::{Deserialize, Serialize};
 
 use super::config::MAX_SAMPLE_SIZE;
@@ -79,7 +81,7 @@ pub(crate) struct Tree {
 }
 
 /// An internal node on the path from the root to a leaf, and the leaves below it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct PathNode {
     gap: u16,
     lo: u16,
@@ -121,9 +123,18 @@ pub(crate) struct Placement {
 /// nodes above, root first. [`Tree::walk`] and [`Tree::insert`] use it.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Descent {
-    path: Vec<PathNode>,
+    /// `nodes[..depth]` is the path. Written by index into a buffer as long as the
+    /// tree is deep, which is much cheaper per level than `Vec::push`.
+    nodes: Vec<PathNode>,
+    depth: usize,
     run_root: Option<usize>,
     leaf: (usize, usize),
+}
+
+impl Descent {
+    fn path(&self) -> &[PathNode] {
+        &self.nodes[..self.depth]
+    }
 }
 
 /// Reusable buffers so that scoring and updating allocate nothing per point.
@@ -138,7 +149,7 @@ pub(crate) struct Scratch {
 impl Scratch {
     pub(crate) fn new(dimensions: usize) -> Self {
         Scratch {
-            descent: Descent { path: Vec::with_capacity(PATH_CAPACITY), run_root: None, leaf: (0, 0) },
+            descent: Descent::default(),
             lo: Vec::with_capacity(dimensions),
             hi: Vec::with_capacity(dimensions),
             delete_path: Vec::with_capacity(PATH_CAPACITY),
@@ -146,7 +157,7 @@ impl Scratch {
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
-        let paths = self.descent.path.capacity() + self.delete_path.capacity();
+        let paths = self.descent.nodes.capacity() + self.delete_path.capacity();
         paths * std::mem::size_of::<PathNode>() + (self.lo.capacity() + self.hi.capacity()) * 4
     }
 }
@@ -206,9 +217,13 @@ impl Tree {
 
     /// Routes `x` from the root to its leaves. The tree must not be empty.
     pub(crate) fn descend(&self, x: &[f32], descent: &mut Descent) {
-        descent.path.clear();
+        descent.depth = 0;
         descent.run_root = None;
-        let (mut lo, mut hi) = (0, self.leaves.len() - 1);
+        let n = self.leaves.len();
+        if descent.nodes.len() < n {
+            descent.nodes.resize(n, PathNode::default());
+        }
+        let (mut lo, mut hi) = (0, n - 1);
         let mut gap = self.root as usize;
         while lo < hi {
             let node = self.nodes[gap];
@@ -217,11 +232,13 @@ impl Tree {
                 descent.run_root = Some(gap);
                 break;
             }
-            descent.path.push(PathNode::new(gap, lo, hi));
+            descent.nodes[descent.depth] = PathNode::new(gap, lo, hi);
+            descent.depth += 1;
             // Which way a point goes is a coin flip to the branch predictor: select instead.
             let left = x[dim as usize] <= node.cut;
-            (lo, hi) = if left { (lo, gap) } else { (gap + 1, hi) };
-            gap = if left { gap - node.left() } else { gap + node.right() };
+            lo = select_unpredictable(left, lo, gap + 1);
+            hi = select_unpredictable(left, gap, hi);
+            gap = select_unpredictable(left, gap.wrapping_sub(node.left()), gap + node.right());
         }
         descent.leaf = (lo, hi);
     }
@@ -229,6 +246,14 @@ impl Tree {
     /// Grows the box `lo..hi` to hold the points of `leaves`: the hot loop of scoring.
     #[inline]
     fn extend_box(&self, store: &PointStore, leaves: &[u32], lo: &mut [f32], hi: &mut [f32]) {
+        if let ([l], [h], [first, .., last] | [first @ last]) = (&mut *lo, &mut *hi, leaves) {
+            // In one dimension every cut splits by value, so the leaves are sorted and
+            // a run's box spans its first and last point.
+            let (v, w) = (store.point(*first)[0], store.point(*last)[0]);
+            *l = if v < *l { v } else { *l };
+            *h = if w > *h { w } else { *h };
+            return;
+        }
         // Up to 16 dimensions the box lives in fixed-size arrays, which the compiler
         // keeps in registers and turns into a few SIMD min/max per point.
         macro_rules! fixed {
@@ -244,7 +269,7 @@ impl Tree {
                 }
             };
         }
-        fixed!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+        fixed!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
         for &reference in leaves {
             let p = store.point(reference);
             for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(p) {
@@ -338,7 +363,7 @@ impl Tree {
             return (0.0, rng.map(|_| first));
         }
         let (mut a, mut b) = descent.leaf;
-        let path = &descent.path;
+        let path = descent.path();
         let leaf_depth = path.len();
         let leaf = store.point(self.leaves[a]);
         if leaf == x {
@@ -390,9 +415,9 @@ impl Tree {
             return;
         }
         let Placement { lo, hi, level, dim, cut, right } = placement;
-        let path = &descent.path[..level];
+        let path = &descent.path()[..level];
         // The subtree the new node goes above: a path node, a duplicate run, or a leaf.
-        let subtree = match descent.path.get(level) {
+        let subtree = match descent.path().get(level) {
             Some(node) => Some(node.gap()),
             None => descent.run_root,
         };
@@ -441,8 +466,9 @@ impl Tree {
             path.push(PathNode::new(gap, lo, hi));
             let node = self.nodes[gap];
             let left = i <= gap;
-            (lo, hi) = if left { (lo, gap) } else { (gap + 1, hi) };
-            gap = if left { gap - node.left() } else { gap + node.right() };
+            lo = select_unpredictable(left, lo, gap + 1);
+            hi = select_unpredictable(left, gap, hi);
+            gap = select_unpredictable(left, gap.wrapping_sub(node.left()), gap + node.right());
         }
         let Some(parent) = path.last().map(PathNode::gap) else { return };
         let node = self.nodes[parent];
@@ -486,7 +512,7 @@ impl Tree {
         let Scratch { descent, lo, hi, .. } = scratch;
         self.descend(x, descent);
         let (mut a, mut b) = descent.leaf;
-        let path = &descent.path;
+        let path = descent.path();
         let leaf_depth = path.len();
         let leaf = store.point(self.leaves[a]);
         let dims = x.len();
