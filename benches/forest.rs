@@ -1,9 +1,11 @@
 //! Score-then-update throughput of the forest, one core, seeded streams, in steady
-//! state (after the samples are full). Run: `cargo bench --bench forest`.
+//! state (after the samples are full), record by record (`score_and_update`) and in
+//! batches (`score_and_update_batch`, same scores). Run: `cargo bench --bench forest`.
 //!
 //! Also prints `memory_bytes()` of each model, the figure the README's memory line uses.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ndarray::Array2;
 use rcfd::forest::{Forest, ForestConfig};
 
 const BATCH: usize = 2_000;
@@ -31,26 +33,33 @@ impl Stream {
     }
 }
 
+const CASES: [(&str, usize, usize, usize); 5] = [
+    ("1d_shingle1_100trees", 1, 1, 100),
+    ("1d_shingle1_50trees", 1, 1, 50),
+    ("1d_shingle8_100trees", 1, 8, 100),
+    ("1d_shingle8_50trees", 1, 8, 50),
+    ("10d_shingle1_100trees", 10, 1, 100),
+];
+
+/// A forest in steady state and the next `BATCH` records of its stream.
+fn warmed_up(features: usize, shingle_size: usize, trees: usize) -> (Forest, Vec<Vec<f32>>) {
+    let config = ForestConfig { features, shingle_size, trees, sample_size: 256, seed: 7, ..Default::default() };
+    let mut forest = Forest::new(&config).expect("valid config");
+    let mut stream = Stream(0x9e37_79b9_7f4a_7c15);
+    for i in 0..WARM_UP_POINTS {
+        forest.update(&stream.record(i, features)).expect("update");
+    }
+    let records = (0..BATCH).map(|i| stream.record(WARM_UP_POINTS + i, features)).collect();
+    (forest, records)
+}
+
 fn bench_forest(c: &mut Criterion) {
-    let cases = [
-        ("1d_shingle1_100trees", 1, 1, 100),
-        ("1d_shingle1_50trees", 1, 1, 50),
-        ("1d_shingle8_100trees", 1, 8, 100),
-        ("1d_shingle8_50trees", 1, 8, 50),
-        ("10d_shingle1_100trees", 10, 1, 100),
-    ];
     let mut group = c.benchmark_group("score_and_update");
     group.sample_size(20);
     group.throughput(Throughput::Elements(BATCH as u64));
-    for (name, features, shingle_size, trees) in cases {
-        let config = ForestConfig { features, shingle_size, trees, sample_size: 256, seed: 7, ..Default::default() };
-        let mut forest = Forest::new(&config).expect("valid config");
-        let mut stream = Stream(0x9e37_79b9_7f4a_7c15);
-        for i in 0..WARM_UP_POINTS {
-            forest.update(&stream.record(i, features)).expect("update");
-        }
+    for (name, features, shingle_size, trees) in CASES {
+        let (mut forest, records) = warmed_up(features, shingle_size, trees);
         eprintln!("{name}: memory_bytes = {} ({:.1} KiB)", forest.memory_bytes(), forest.memory_bytes() as f64 / 1024.0);
-        let records: Vec<Vec<f32>> = (0..BATCH).map(|i| stream.record(WARM_UP_POINTS + i, features)).collect();
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
                 let mut total = 0.0;
@@ -59,6 +68,18 @@ fn bench_forest(c: &mut Criterion) {
                 }
                 total
             })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("score_and_update_batch");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, features, shingle_size, trees) in CASES {
+        let (mut forest, records) = warmed_up(features, shingle_size, trees);
+        let rows = Array2::from_shape_vec((BATCH, features), records.concat()).expect("shape");
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| forest.score_and_update_batch(rows.view()).expect("score"))
         });
     }
     group.finish();

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use super::config::{ForestConfig, ForestParams};
 use super::error::ForestError;
 use super::rng::Rng;
-use super::sampler;
 use super::store::PointStore;
 use super::tree::{Scratch, Tree};
 
@@ -24,10 +23,26 @@ pub struct Forest {
     pub(super) trees: Vec<Tree>,
     /// Points (complete shingles) seen: the sampler's clock.
     points: u64,
-    /// The time sampler keys are measured from (see `sampler`).
-    key_base: u64,
     #[serde(skip)]
     scratch: Scratch,
+    /// Records waiting to be learned together (see [`Forest::process_block`]).
+    #[serde(skip)]
+    block: Vec<f32>,
+    #[serde(skip)]
+    block_points: Vec<BlockPoint>,
+}
+
+/// Records are learned in blocks of up to this many, tree by tree: a tree's nodes stay
+/// in the fastest cache while it takes the whole block, instead of every tree being
+/// fetched again for every record. Trees are independent, so the result is the same.
+const BLOCK: usize = 64;
+
+/// A point of the block being learned: its time, its reference, whether it is scored.
+#[derive(Debug, Clone, Copy)]
+struct BlockPoint {
+    t: u64,
+    reference: u32,
+    scored: bool,
 }
 
 /// How much each dimension of a point contributes to its score, split by direction:
@@ -60,7 +75,8 @@ impl Forest {
             scratch: Scratch::new(params.dimensions),
             trees,
             points: 0,
-            key_base: 0,
+            block: Vec::with_capacity(BLOCK * params.features),
+            block_points: Vec::with_capacity(BLOCK),
             params,
         }
     }
@@ -178,103 +194,112 @@ impl Forest {
 
     /// Learns `record` (missing values are imputed first).
     pub fn update(&mut self, record: &[f32]) -> Result<(), ForestError> {
-        self.process(record, false).map(|_| ())
+        self.learn_one(record, false).map(|_| ())
     }
 
     /// Scores `record` as [`Forest::score`] would, then learns it, in one walk per tree.
     pub fn score_and_update(&mut self, record: &[f32]) -> Result<f64, ForestError> {
-        self.process(record, true)
+        self.learn_one(record, true)
     }
 
-    /// Scores then learns each row in order; one row per record.
+    /// Scores then learns each row in order, one row per record; the same scores as
+    /// calling [`Forest::score_and_update`] row by row, faster. On a bad row, the rows
+    /// before it are learned and the error names the row.
     pub fn score_and_update_batch(&mut self, rows: ArrayView2<f32>) -> Result<Vec<f64>, ForestError> {
-        if rows.ncols() != self.params.features {
-            return Err(ForestError::DimensionMismatch { expected: self.params.features, got: rows.ncols() });
+        let features = self.params.features;
+        if rows.ncols() != features {
+            return Err(ForestError::DimensionMismatch { expected: features, got: rows.ncols() });
         }
-        let mut record = vec![0.0f32; self.params.features];
         let mut scores = Vec::with_capacity(rows.nrows());
+        let mut block = std::mem::take(&mut self.block);
+        block.clear();
+        let mut result = Ok(());
         for (row, values) in rows.outer_iter().enumerate() {
-            record.iter_mut().zip(values.iter()).for_each(|(r, v)| *r = *v);
-            let score = self.process(&record, true).map_err(|e| ForestError::InRow { row, source: Box::new(e) })?;
-            scores.push(score);
+            let start = block.len();
+            block.extend(values.iter());
+            let record = &block[start..];
+            match self.check_record(record) {
+                // A missing value is imputed from the forest as it is after the rows before.
+                Ok(true) => {
+                    let record = record.to_vec();
+                    block.truncate(start);
+                    self.process_block(&block, true, &mut scores);
+                    block.clear();
+                    match self.complete(&record) {
+                        Ok(completed) => self.process_block(&completed, true, &mut scores),
+                        Err(e) => {
+                            result = Err(ForestError::InRow { row, source: Box::new(e) });
+                            break;
+                        }
+                    }
+                }
+                Ok(false) if block.len() == BLOCK * features => {
+                    self.process_block(&block, true, &mut scores);
+                    block.clear();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    block.truncate(start);
+                    result = Err(ForestError::InRow { row, source: Box::new(e) });
+                    break;
+                }
+            }
         }
-        Ok(scores)
+        self.process_block(&block, true, &mut scores);
+        self.block = block;
+        result.map(|()| scores)
     }
 
-    fn process(&mut self, record: &[f32], want_score: bool) -> Result<f64, ForestError> {
+    fn learn_one(&mut self, record: &[f32], want_score: bool) -> Result<f64, ForestError> {
+        let mut score = Vec::with_capacity(1);
         if self.check_record(record)? {
             let completed = self.complete(record)?;
-            self.store.push(&completed);
+            self.process_block(&completed, want_score, &mut score);
         } else {
+            self.process_block(record, want_score, &mut score);
+        }
+        Ok(score.first().copied().unwrap_or(0.0))
+    }
+
+    /// Learns the checked records in `records` (concatenated), appending one score per
+    /// record to `scores` (0 while warming up or when not `want_score`).
+    fn process_block(&mut self, records: &[f32], want_score: bool, scores: &mut Vec<f64>) {
+        if records.is_empty() {
+            return;
+        }
+        let first_score = scores.len();
+        let mut points = std::mem::take(&mut self.block_points);
+        points.clear();
+        for record in records.chunks_exact(self.params.features) {
             self.store.push(record);
+            scores.push(0.0);
+            if self.store.has_point() {
+                let t = self.points + 1;
+                let scored = want_score && self.is_ready();
+                points.push(BlockPoint { t, reference: self.store.newest(), scored });
+                self.points = t;
+            }
         }
-        if !self.store.has_point() {
-            return Ok(0.0);
-        }
-        let t = self.points + 1;
-        let decay = self.params.time_decay;
-        if decay * (t - self.key_base) as f64 > sampler::REBASE_AFTER {
-            self.rebase_keys(t);
-        }
-        let t_rel = (t - self.key_base) as f64;
-        let ready = want_score && self.is_ready();
-        let sample_size = self.params.sample_size;
+        // Scores of records that did not complete a shingle stay 0.
+        let offset = first_score + records.len() / self.params.features - points.len();
+        let scores = &mut scores[offset..];
+        let params = &self.params;
         let Forest { store, trees, scratch, .. } = self;
-        let Scratch { descent, lo, hi, delete_path } = scratch;
-        let x_ref = store.newest();
-        let x = store.point(x_ref);
-        let mut total = 0.0;
         for tree in trees.iter_mut() {
-            let filling = tree.mass() < sample_size;
-            let accepts = filling || t >= tree.next_accept;
-            // A tree that neither accepts the point nor has to score it is skipped.
-            if !(accepts || ready) {
-                continue;
+            for (point, score) in points.iter().zip(scores.iter_mut()) {
+                if let Some(s) = tree.learn(point.t, store.point(point.reference), point.reference, point.scored, params, store, scratch) {
+                    *score += s;
+                }
             }
-            if tree.mass() > 0 {
-                tree.descend(x, descent);
-            }
-            if !accepts {
-                total += tree.walk(x, store, descent, lo, hi, None).0;
-                continue;
-            }
-            let mut rng = tree.rng.clone();
-            let (score, placement) = tree.walk(x, store, descent, lo, hi, Some(&mut rng));
-            total += score;
-            let key = if filling {
-                sampler::unconditional_key(&mut rng, decay, t_rel)
-            } else {
-                sampler::accepted_key(&mut rng, decay, t_rel, tree.max_key)
-            };
-            if let Some(placement) = placement {
-                tree.insert(placement, descent, x_ref, key);
-            }
-            tree.refresh_max_key();
-            if tree.mass() > sample_size {
-                tree.evict(delete_path);
-            }
-            tree.next_accept = if tree.mass() < sample_size {
-                t + 1
-            } else {
-                sampler::next_acceptance(&mut rng, decay, t, t_rel, tree.max_key)
-            };
-            tree.rng = rng;
         }
-        self.points = t;
+        let trees = self.trees.len() as f64;
+        for (point, score) in points.iter().zip(scores.iter_mut()) {
+            *score = if point.scored { *score / trees } else { 0.0 };
+        }
+        self.block_points = points;
         if self.store.needs_compaction() {
             self.compact();
         }
-        Ok(if ready { total / self.trees.len() as f64 } else { 0.0 })
-    }
-
-    /// Moves the sampler keys' base time to `t`, before `λ·(t - base)` loses precision.
-    fn rebase_keys(&mut self, t: u64) {
-        let shift = (self.params.time_decay * (t - self.key_base) as f64) as f32;
-        for tree in &mut self.trees {
-            tree.keys.iter_mut().for_each(|k| *k += shift);
-            tree.refresh_max_key();
-        }
-        self.key_base = t;
     }
 
     fn compact(&mut self) {
@@ -316,6 +341,8 @@ impl Forest {
             .map_err(|e| ForestError::Snapshot(e.to_string()))?;
         forest.check_restored()?;
         forest.scratch = Scratch::new(forest.params.dimensions);
+        forest.block = Vec::with_capacity(BLOCK * forest.params.features);
+        forest.block_points = Vec::with_capacity(BLOCK);
         Ok(forest)
     }
 
@@ -333,7 +360,7 @@ impl Forest {
         if config.validate().as_ref() != Ok(&self.params) {
             return bad(format!("inconsistent parameters {:?}", self.params));
         }
-        if self.trees.len() != self.params.trees || self.key_base > self.points {
+        if self.trees.len() != self.params.trees || self.trees.iter().any(|t| t.key_epoch > self.points) {
             return bad(format!("{} trees, expected {}", self.trees.len(), self.params.trees));
         }
         let dims = self.params.dimensions;

@@ -12,13 +12,23 @@
 //! when a point is accepted, conditioned on being accepted. Same distribution, a
 //! comparison per tree per point.
 //!
-//! Keys are stored as `f32` relative to a base time shared by the forest, which is
-//! moved forward (and the keys shifted) before `λ·(t - base)` loses precision.
+//! Keys are stored as `f32` relative to an epoch, a time that each tree moves forward
+//! (shifting its keys) on a fixed schedule, before `λ·(t - epoch)` loses precision. The
+//! schedule depends only on t, so trees can be updated in any order.
 
 use super::rng::Rng;
 
-/// Shift the key base once `λ·(t - base)` exceeds this.
-pub(crate) const REBASE_AFTER: f64 = 16.0;
+/// Epochs are this many units of λ·t apart.
+const EPOCH_SPAN: f64 = 16.0;
+
+/// The epoch keys at time `t` are measured from.
+pub(crate) fn epoch(decay: f64, t: u64) -> u64 {
+    if decay <= 0.0 {
+        return 0;
+    }
+    let period = ((EPOCH_SPAN / decay) as u64).max(1);
+    t - t % period
+}
 /// "Never" for the next acceptance time, far beyond any real stream.
 const NEVER: u64 = u64::MAX / 2;
 

@@ -298,12 +298,18 @@ fn missing_values_are_imputed_from_the_forest() {
 
 #[test]
 fn batch_scoring_matches_one_by_one() {
-    let (values, _) = seed_scenario(800, 5);
-    let mut one = forest(1, 2, 10, 64, 3);
-    let mut batch = forest(1, 2, 10, 64, 3);
-    let expected: Vec<f64> = values.iter().map(|&v| one.score_and_update(&[v]).expect("score")).collect();
-    let rows = Array2::from_shape_vec((values.len(), 1), values).expect("shape");
-    assert_eq!(batch.score_and_update_batch(rows.view()).expect("batch"), expected);
+    // Fast decay, so that the sampler's key epochs turn over inside the stream.
+    for (time_decay, shingle_size) in [(None, 2), (Some(0.05), 1), (Some(0.01), 3)] {
+        let config = ForestConfig { shingle_size, trees: 10, sample_size: 64, time_decay, seed: 3, ..Default::default() };
+        let (values, _) = seed_scenario(2_000, 5);
+        let mut one = Forest::new(&config).expect("valid");
+        let mut batch = Forest::new(&config).expect("valid");
+        let expected: Vec<f64> = values.iter().map(|&v| one.score_and_update(&[v]).expect("score")).collect();
+        let rows = Array2::from_shape_vec((values.len(), 1), values).expect("shape");
+        let scores = batch.score_and_update_batch(rows.view()).expect("batch");
+        assert!(scores.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "{time_decay:?}");
+        assert_eq!(batch.snapshot().expect("snapshot"), one.snapshot().expect("snapshot"));
+    }
 }
 
 #[test]

@@ -18,7 +18,8 @@ use std::hint::select_unpredictable;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::MAX_SAMPLE_SIZE;
+use super::config::{ForestParams, MAX_SAMPLE_SIZE};
+use super::sampler;
 use super::rng::Rng;
 use super::store::PointStore;
 
@@ -77,6 +78,8 @@ pub(crate) struct Tree {
     pub(crate) max_key: f32,
     /// The time at which this tree next accepts a point into its full sample.
     pub(crate) next_accept: u64,
+    /// The time the keys are measured from (see `sampler`).
+    pub(crate) key_epoch: u64,
     pub(crate) rng: Rng,
 }
 
@@ -184,6 +187,16 @@ fn normalizer(tree_mass: usize) -> f64 {
     table.get(tree_mass).copied().unwrap_or_else(|| ((tree_mass + 1) as f64).log2())
 }
 
+/// Makes `corner` a copy of `point`; an element loop, as a memcpy call costs more
+/// than the copy for the few dimensions points have.
+#[inline]
+fn set_point(corner: &mut Vec<f32>, point: &[f32]) {
+    corner.resize(point.len(), 0.0);
+    for (c, &p) in corner.iter_mut().zip(point) {
+        *c = p;
+    }
+}
+
 /// Sum over dimensions of (range of box ∪ x, the part of it outside the box).
 #[inline]
 fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
@@ -207,6 +220,7 @@ impl Tree {
             root: 0,
             max_key: f32::NEG_INFINITY,
             next_accept: 0,
+            key_epoch: 0,
             rng: Rng::new(seed),
         }
     }
@@ -244,7 +258,7 @@ impl Tree {
     }
 
     /// Grows the box `lo..hi` to hold the points of `leaves`: the hot loop of scoring.
-    #[inline]
+    #[inline(always)]
     fn extend_box(&self, store: &PointStore, leaves: &[u32], lo: &mut [f32], hi: &mut [f32]) {
         if let ([l], [h], [first, .., last] | [first @ last]) = (&mut *lo, &mut *hi, leaves) {
             // In one dimension every cut splits by value, so the leaves are sorted and
@@ -373,10 +387,8 @@ impl Tree {
             let joined = Placement { lo: a, hi: b, level: leaf_depth, dim: DUPLICATE, cut: 0.0, right: true };
             return (score, rng.map(|_| joined));
         }
-        lo.clear();
-        lo.extend_from_slice(leaf);
-        hi.clear();
-        hi.extend_from_slice(leaf);
+        set_point(lo, leaf);
+        set_point(hi, leaf);
         let mut score = score_unseen(leaf_depth);
         // At the leaf the box is a single point, so a cut always separates x (the
         // fallback only covers rounding at the ends of a range).
@@ -404,6 +416,67 @@ impl Tree {
             }
         }
         (score * normalizer(n), placement)
+    }
+
+    /// Takes the point `x` (stored as `reference`) arriving at time `t`: the sampler
+    /// decides whether this tree keeps it; if so it is inserted and the sample with
+    /// the largest key evicted. Returns this tree's score of `x` when `scored`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn learn(
+        &mut self,
+        t: u64,
+        x: &[f32],
+        reference: u32,
+        scored: bool,
+        params: &ForestParams,
+        store: &PointStore,
+        scratch: &mut Scratch,
+    ) -> Option<f64> {
+        let (sample_size, decay) = (params.sample_size, params.time_decay);
+        let filling = self.mass() < sample_size;
+        let accepts = filling || t >= self.next_accept;
+        // A tree that neither keeps the point nor scores it has nothing to do.
+        if !(accepts || scored) {
+            return None;
+        }
+        let Scratch { descent, lo, hi, delete_path } = scratch;
+        if self.mass() > 0 {
+            self.descend(x, descent);
+        }
+        if !accepts {
+            return Some(self.walk(x, store, descent, lo, hi, None).0);
+        }
+        let epoch = sampler::epoch(decay, t);
+        if epoch != self.key_epoch {
+            let shift = (decay * (epoch - self.key_epoch) as f64) as f32;
+            self.keys.iter_mut().for_each(|k| *k += shift);
+            self.max_key += shift;
+            self.key_epoch = epoch;
+        }
+        let t_rel = (t - epoch) as f64;
+        let mut rng = self.rng.clone();
+        let (score, placement) = self.walk(x, store, descent, lo, hi, Some(&mut rng));
+        let key = if filling {
+            sampler::unconditional_key(&mut rng, decay, t_rel)
+        } else {
+            sampler::accepted_key(&mut rng, decay, t_rel, self.max_key)
+        };
+        if let Some(placement) = placement {
+            self.insert(placement, descent, reference, key);
+        }
+        if filling {
+            self.max_key = if key > self.max_key { key } else { self.max_key };
+        } else {
+            // The new key is below the largest, which is the sample that goes.
+            self.evict(delete_path);
+        }
+        self.next_accept = if self.mass() < sample_size {
+            t + 1
+        } else {
+            sampler::next_acceptance(&mut rng, decay, t, t_rel, self.max_key)
+        };
+        self.rng = rng;
+        scored.then_some(score)
     }
 
     /// Inserts point `reference` (with sampler key `key`) where `placement` says;
@@ -522,10 +595,8 @@ impl Tree {
             high.iter_mut().chain(low.iter_mut()).for_each(|v| *v += share);
             return;
         }
-        lo.clear();
-        lo.extend_from_slice(leaf);
-        hi.clear();
-        hi.extend_from_slice(leaf);
+        set_point(lo, leaf);
+        set_point(hi, leaf);
         let (merged, _) = ranges(lo, hi, x);
         let unseen = score_unseen(leaf_depth);
         let mut up: Vec<f64> = (0..dims).map(|d| f64::from((x[d] - leaf[d]).max(0.0)) / merged * unseen).collect();
