@@ -1,0 +1,127 @@
+//! Argument definitions and dispatch. Each subcommand either runs or says plainly that
+//! it is not built yet and exits with status 2, so scripts can tell "unavailable" from
+//! "failed".
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Streaming anomaly detection with online random cut forests.
+#[derive(Debug, Parser)]
+#[command(name = "rcfd", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: gRPC API, live dashboard, sources and sinks. With no config it
+    /// uses the embedded default (simulator source, embedded store, alerts to the log).
+    Serve {
+        /// A TOML configuration file; without one, the embedded default.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+    /// Score a CSV of numeric rows (one point per row) with a random cut forest and
+    /// print one anomaly score per row.
+    Score(ScoreArgs),
+    /// Evaluate detection accuracy on a labelled benchmark.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Run a detector over every CSV of the Numenta Anomaly Benchmark and print the NAB score.
+    Nab {
+        /// Folder holding the data files (`timestamp,value` CSVs).
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// The combined labels file (JSON of anomaly windows per file).
+        #[arg(long)]
+        labels: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file: print what is wrong by field path, or the effective config.
+    Check { file: std::path::PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Input CSV; absent or `-` reads standard input. The scored rows go to standard output.
+    #[arg(long)]
+    pub input: Option<std::path::PathBuf>,
+    /// Feature columns by header name, comma-separated; default: every numeric column.
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// Records per point (internal shingling); 1 means none.
+    #[arg(long, default_value_t = 1)]
+    pub shingle_size: usize,
+    #[arg(long, default_value_t = crate::forest::ForestConfig::default().trees)]
+    pub trees: usize,
+    #[arg(long, default_value_t = crate::forest::ForestConfig::default().sample_size)]
+    pub sample_size: usize,
+    /// Default: 0.1 / sample size.
+    #[arg(long)]
+    pub time_decay: Option<f64>,
+    /// Default: sample size / 4.
+    #[arg(long)]
+    pub output_after: Option<usize>,
+    #[arg(long, default_value_t = crate::forest::ForestConfig::default().seed)]
+    pub seed: u64,
+}
+
+/// Runs a parsed command line and returns the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { .. } => not_yet_built("serve", 5),
+        Command::Score(args) => score(args),
+        Command::Eval(EvalCommand::Nab { .. }) => not_yet_built("eval nab", 4),
+        Command::Config(ConfigCommand::Check { .. }) => not_yet_built("config check", 5),
+    }
+}
+
+fn score(args: ScoreArgs) -> ExitCode {
+    let config = crate::forest::ForestConfig {
+        features: 1,
+        shingle_size: args.shingle_size,
+        trees: args.trees,
+        sample_size: args.sample_size,
+        time_decay: args.time_decay,
+        output_after: args.output_after,
+        seed: args.seed,
+    };
+    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let result = match args.input.as_deref() {
+        None => super::score_csv(std::io::stdin().lock(), stdout, &config, args.columns.as_deref()),
+        Some(path) if path.as_os_str() == "-" => {
+            super::score_csv(std::io::stdin().lock(), stdout, &config, args.columns.as_deref())
+        }
+        Some(path) => match std::fs::File::open(path) {
+            Ok(file) => super::score_csv(std::io::BufReader::new(file), stdout, &config, args.columns.as_deref()),
+            Err(e) => {
+                eprintln!("rcfd score: cannot open {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rcfd score: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn not_yet_built(command: &str, issue: u32) -> ExitCode {
+    eprintln!("rcfd {command}: not yet built (tracked in issue {issue})");
+    ExitCode::from(2)
+}
