@@ -191,24 +191,40 @@ fn normalizer(tree_mass: usize) -> f64 {
 /// than the copy for the few dimensions points have.
 #[inline]
 fn set_point(corner: &mut Vec<f32>, point: &[f32]) {
-    corner.resize(point.len(), 0.0);
-    for (c, &p) in corner.iter_mut().zip(point) {
-        *c = p;
+    let n = point.len();
+    if corner.len() != n {
+        corner.resize(n, 0.0);
+    }
+    for i in 0..n {
+        corner[i] = point[i];
     }
 }
 
 /// Sum over dimensions of (range of box ∪ x, the part of it outside the box).
 #[inline]
 fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
-    // Accumulated in f64 so that ranges of large values do not cancel out.
+    // Accumulated in f64 so that ranges of large values do not cancel out. Indexed
+    // loops over equal-length slices: a three-way zip costs more to set up than the
+    // one or few dimensions it then runs over.
+    let n = x.len();
+    let (lo, hi) = (&lo[..n], &hi[..n]);
     let (mut inner, mut outside) = (0.0f64, 0.0f64);
-    for ((&l, &h), &v) in lo.iter().zip(hi).zip(x) {
+    for i in 0..n {
+        let (l, h, v) = (lo[i], hi[i], x[i]);
         inner += f64::from(h - l);
         let above = if v > h { v - h } else { 0.0 };
         let below = if v < l { l - v } else { 0.0 };
         outside += f64::from(above + below);
     }
     (inner + outside, outside)
+}
+
+/// Whether two points are the same (the duplicate test at a leaf).
+#[inline]
+fn same_point(a: &[f32], b: &[f32]) -> bool {
+    let n = a.len();
+    let b = &b[..n];
+    (0..n).all(|i| a[i] == b[i])
 }
 
 impl Tree {
@@ -380,7 +396,7 @@ impl Tree {
         let path = descent.path();
         let leaf_depth = path.len();
         let leaf = store.point(self.leaves[a]);
-        if leaf == x {
+        if same_point(leaf, x) {
             let mass = b - a + 1;
             let score = damp(mass, n) * score_seen(leaf_depth, mass) * normalizer(n);
             // x is inside every box above its leaf: no cut can separate it; it joins the leaf.
@@ -589,7 +605,7 @@ impl Tree {
         let leaf_depth = path.len();
         let leaf = store.point(self.leaves[a]);
         let dims = x.len();
-        if leaf == x {
+        if same_point(leaf, x) {
             let mass = b - a + 1;
             let share = damp(mass, n) * score_seen(leaf_depth, mass) * normalizer(n) / (2 * dims) as f64;
             high.iter_mut().chain(low.iter_mut()).for_each(|v| *v += share);
