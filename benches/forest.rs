@@ -42,8 +42,8 @@ const CASES: [(&str, usize, usize, usize); 5] = [
 ];
 
 /// A forest in steady state and the next `BATCH` records of its stream.
-fn warmed_up(features: usize, shingle_size: usize, trees: usize) -> (Forest, Vec<Vec<f32>>) {
-    let config = ForestConfig { features, shingle_size, trees, sample_size: 256, seed: 7, ..Default::default() };
+fn warmed_up(features: usize, shingle_size: usize, trees: usize, threads: usize) -> (Forest, Vec<Vec<f32>>) {
+    let config = ForestConfig { features, shingle_size, trees, sample_size: 256, seed: 7, threads, ..Default::default() };
     let mut forest = Forest::new(&config).expect("valid config");
     let mut stream = Stream(0x9e37_79b9_7f4a_7c15);
     for i in 0..WARM_UP_POINTS {
@@ -58,7 +58,7 @@ fn bench_forest(c: &mut Criterion) {
     group.sample_size(20);
     group.throughput(Throughput::Elements(BATCH as u64));
     for (name, features, shingle_size, trees) in CASES {
-        let (mut forest, records) = warmed_up(features, shingle_size, trees);
+        let (mut forest, records) = warmed_up(features, shingle_size, trees, 1);
         eprintln!("{name}: memory_bytes = {} ({:.1} KiB)", forest.memory_bytes(), forest.memory_bytes() as f64 / 1024.0);
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
@@ -72,17 +72,20 @@ fn bench_forest(c: &mut Criterion) {
     }
     group.finish();
 
-    let mut group = c.benchmark_group("score_and_update_batch");
-    group.sample_size(20);
-    group.throughput(Throughput::Elements(BATCH as u64));
-    for (name, features, shingle_size, trees) in CASES {
-        let (mut forest, records) = warmed_up(features, shingle_size, trees);
-        let rows = Array2::from_shape_vec((BATCH, features), records.concat()).expect("shape");
-        group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter(|| forest.score_and_update_batch(rows.view()).expect("score"))
-        });
+    // Batches, on one core and then with the trees shared by two threads.
+    for (group_name, threads) in [("score_and_update_batch", 1), ("score_and_update_batch_2_threads", 2)] {
+        let mut group = c.benchmark_group(group_name);
+        group.sample_size(20);
+        group.throughput(Throughput::Elements(BATCH as u64));
+        for (name, features, shingle_size, trees) in CASES {
+            let (mut forest, records) = warmed_up(features, shingle_size, trees, threads);
+            let rows = Array2::from_shape_vec((BATCH, features), records.concat()).expect("shape");
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter(|| forest.score_and_update_batch(rows.view()).expect("score"))
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, bench_forest);

@@ -76,6 +76,9 @@ pub struct ScoreArgs {
     pub output_after: Option<usize>,
     #[arg(long, default_value_t = crate::forest::ForestConfig::default().seed)]
     pub seed: u64,
+    /// Threads sharing the forest's trees (scores do not depend on it).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// Runs a parsed command line and returns the process exit status.
@@ -97,6 +100,7 @@ fn score(args: ScoreArgs) -> ExitCode {
         time_decay: args.time_decay,
         output_after: args.output_after,
         seed: args.seed,
+        threads: args.threads,
     };
     let stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let result = match args.input.as_deref() {

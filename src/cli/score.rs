@@ -8,7 +8,12 @@
 
 use std::io::{BufRead, Write};
 
+use ndarray::ArrayView2;
+
 use crate::forest::{Forest, ForestConfig, ForestError};
+
+/// Rows scored together (the forest learns a batch faster than row by row).
+const ROWS_PER_BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreCsvError {
@@ -73,7 +78,7 @@ pub fn score_csv(
         None => None,
     };
     let mut forest: Option<Forest> = None;
-    let mut record = Vec::new();
+    let mut batch = Batch::default();
     let mut rows = 0;
     let rest = lines.map(|(n, l)| l.map(|l| (n, l)));
     for item in pending.map(Ok::<_, std::io::Error>).into_iter().chain(rest) {
@@ -88,34 +93,61 @@ pub fn score_csv(
         if features.is_empty() {
             return Err(ScoreCsvError::NoFeatures { line });
         }
-        let forest = match &mut forest {
-            Some(forest) => forest,
-            None => {
-                let config = ForestConfig { features: features.len(), ..config.clone() };
-                let built = Forest::new(&config).map_err(ScoreCsvError::Config)?;
-                if is_header {
-                    writeln!(output, "{first},anomaly_score")?;
-                }
-                forest.insert(built)
+        if forest.is_none() {
+            let config = ForestConfig { features: features.len(), ..config.clone() };
+            forest = Some(Forest::new(&config).map_err(ScoreCsvError::Config)?);
+            if is_header {
+                writeln!(output, "{first},anomaly_score")?;
             }
-        };
-        record.clear();
+        }
         for &column in features.iter() {
             let value = fields.get(column).ok_or(ScoreCsvError::ShortRow {
                 line,
                 expected: column + 1,
                 found: fields.len(),
             })?;
-            record.push(cell(line, column, value)?);
+            batch.values.push(cell(line, column, value)?);
         }
-        let score = forest.score_and_update(&record).map_err(|source| ScoreCsvError::Forest { line, source })?;
-        writeln!(output, "{text},{score:.6}")?;
-        rows += 1;
+        batch.lines.push((line, text));
+        if batch.lines.len() == ROWS_PER_BATCH {
+            rows += batch.flush(forest.as_mut(), &mut output)?;
+        }
     }
+    rows += batch.flush(forest.as_mut(), &mut output)?;
     if rows == 0 {
         return Err(ScoreCsvError::Empty);
     }
     Ok(rows)
+}
+
+/// Rows read but not yet scored: their text and their feature values, row after row.
+#[derive(Default)]
+struct Batch {
+    lines: Vec<(usize, String)>,
+    values: Vec<f32>,
+}
+
+impl Batch {
+    /// Scores the rows, writes them with their scores and empties the batch.
+    fn flush(&mut self, forest: Option<&mut Forest>, output: &mut impl Write) -> Result<usize, ScoreCsvError> {
+        let Some(forest) = forest else { return Ok(0) };
+        if self.lines.is_empty() {
+            return Ok(0);
+        }
+        let shape = (self.lines.len(), forest.params().features);
+        let rows = ArrayView2::from_shape(shape, &self.values).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let scores = forest.score_and_update_batch(rows).map_err(|e| match e {
+            ForestError::InRow { row, source } => ScoreCsvError::Forest { line: self.lines[row].0, source: *source },
+            other => ScoreCsvError::Forest { line: self.lines[0].0, source: other },
+        })?;
+        for ((_, text), score) in self.lines.iter().zip(&scores) {
+            writeln!(output, "{text},{score:.6}")?;
+        }
+        let n = self.lines.len();
+        self.lines.clear();
+        self.values.clear();
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

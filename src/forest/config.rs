@@ -18,6 +18,7 @@ pub const MIN_SAMPLE_SIZE: usize = 4;
 pub const MAX_SAMPLE_SIZE: usize = 4_096;
 /// Cut dimensions are stored as `u8`, with one value reserved for duplicate leaves.
 pub const MAX_DIMENSIONS: usize = 254;
+pub const MAX_THREADS: usize = 64;
 
 /// How to build a forest. Every field has a default except `features`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +40,10 @@ pub struct ForestConfig {
     pub output_after: Option<usize>,
     /// Seed of every random choice; the same seed and input give the same scores.
     pub seed: u64,
+    /// Threads that share the trees when records arrive in batches (one model on
+    /// several cores). Scores do not depend on it. Leave at 1 when many models are
+    /// scored in parallel anyway.
+    pub threads: usize,
 }
 
 impl Default for ForestConfig {
@@ -51,6 +56,7 @@ impl Default for ForestConfig {
             time_decay: None,
             output_after: None,
             seed: 42,
+            threads: 1,
         }
     }
 }
@@ -67,6 +73,7 @@ pub struct ForestParams {
     pub time_decay: f64,
     pub output_after: usize,
     pub seed: u64,
+    pub threads: usize,
 }
 
 fn invalid(field: &'static str, value: impl ToString, allowed: impl ToString) -> ForestError {
@@ -106,6 +113,9 @@ impl ForestConfig {
         if !(time_decay.is_finite() && (0.0..1.0).contains(&time_decay)) {
             return Err(invalid("time_decay", time_decay, "a finite number in [0, 1)"));
         }
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            return Err(invalid("threads", self.threads, format!("1 to {MAX_THREADS}")));
+        }
         let output_after = self
             .output_after
             .unwrap_or((self.sample_size as f64 * DEFAULT_OUTPUT_AFTER_FRACTION) as usize);
@@ -118,6 +128,7 @@ impl ForestConfig {
             time_decay,
             output_after,
             seed: self.seed,
+            threads: self.threads,
         })
     }
 }

@@ -23,8 +23,12 @@ pub struct Forest {
     pub(super) trees: Vec<Tree>,
     /// Points (complete shingles) seen: the sampler's clock.
     points: u64,
+    /// Scratch space, one per thread.
     #[serde(skip)]
-    scratch: Scratch,
+    scratch: Vec<Scratch>,
+    /// Per chunk of trees, per point of the block: the sum of the trees' scores.
+    #[serde(skip)]
+    partial_sums: Vec<f64>,
     /// Records waiting to be learned together (see [`Forest::process_block`]).
     #[serde(skip)]
     block: Vec<f32>,
@@ -35,7 +39,27 @@ pub struct Forest {
 /// Records are learned in blocks of up to this many, tree by tree: a tree's nodes stay
 /// in the fastest cache while it takes the whole block, instead of every tree being
 /// fetched again for every record. Trees are independent, so the result is the same.
-const BLOCK: usize = 64;
+const BLOCK: usize = 256;
+
+/// Scores are summed per chunk of this many trees, then over chunks, so that the sum
+/// (and every score) is the same however the chunks are spread over threads.
+const TREE_CHUNK: usize = 8;
+/// Blocks shorter than this are learned on one thread: starting threads costs more.
+const MIN_POINTS_PER_THREADED_BLOCK: usize = 16;
+
+/// The sum of `scores` (one per tree, in tree order), added up chunk by chunk.
+fn sum_by_chunks(scores: impl Iterator<Item = f64>) -> f64 {
+    let mut total = 0.0;
+    let mut chunk = 0.0;
+    for (i, score) in scores.enumerate() {
+        chunk += score;
+        if (i + 1) % TREE_CHUNK == 0 {
+            total += chunk;
+            chunk = 0.0;
+        }
+    }
+    total + chunk
+}
 
 /// A point of the block being learned: its time, its reference, whether it is scored.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +96,8 @@ impl Forest {
         let trees = (0..params.trees).map(|_| Tree::new(params.sample_size, seeds.next_u64())).collect();
         Forest {
             store: PointStore::new(params.features, params.shingle_size),
-            scratch: Scratch::new(params.dimensions),
+            scratch: (0..params.threads).map(|_| Scratch::new(params.dimensions)).collect(),
+            partial_sums: Vec::new(),
             trees,
             points: 0,
             block: Vec::with_capacity(BLOCK * params.features),
@@ -170,7 +195,7 @@ impl Forest {
             return Ok(0.0);
         }
         let mut scratch = Scratch::new(self.params.dimensions);
-        let total: f64 = self.trees.iter().map(|t| t.score(&point, &self.store, &mut scratch)).sum();
+        let total = sum_by_chunks(self.trees.iter().map(|t| t.score(&point, &self.store, &mut scratch)));
         Ok(total / self.trees.len() as f64)
     }
 
@@ -283,18 +308,28 @@ impl Forest {
         // Scores of records that did not complete a shingle stay 0.
         let offset = first_score + records.len() / self.params.features - points.len();
         let scores = &mut scores[offset..];
-        let params = &self.params;
-        let Forest { store, trees, scratch, .. } = self;
-        for tree in trees.iter_mut() {
-            for (point, score) in points.iter().zip(scores.iter_mut()) {
-                if let Some(s) = tree.learn(point.t, store.point(point.reference), point.reference, point.scored, params, store, scratch) {
-                    *score += s;
+        let Forest { params, store, trees, scratch, partial_sums, .. } = self;
+        let len = points.len();
+        let chunks = trees.len().div_ceil(TREE_CHUNK);
+        partial_sums.clear();
+        partial_sums.resize(chunks * len, 0.0);
+        let threads = if len >= MIN_POINTS_PER_THREADED_BLOCK { params.threads.min(chunks) } else { 1 };
+        if threads > 1 {
+            let chunks_per_thread = chunks.div_ceil(threads);
+            let (store, points, params) = (&*store, &points, &*params);
+            std::thread::scope(|s| {
+                let parts = trees.chunks_mut(chunks_per_thread * TREE_CHUNK).zip(partial_sums.chunks_mut(chunks_per_thread * len));
+                for ((trees, sums), scratch) in parts.zip(scratch.iter_mut()) {
+                    s.spawn(move || learn_trees(trees, sums, points, store, params, scratch));
                 }
-            }
+            });
+        } else {
+            learn_trees(trees, partial_sums, &points, store, params, &mut scratch[0]);
         }
         let trees = self.trees.len() as f64;
-        for (point, score) in points.iter().zip(scores.iter_mut()) {
-            *score = if point.scored { *score / trees } else { 0.0 };
+        for (j, (point, score)) in points.iter().zip(scores.iter_mut()).enumerate() {
+            let total: f64 = (0..chunks).map(|c| self.partial_sums[c * len + j]).sum();
+            *score = if point.scored { total / trees } else { 0.0 };
         }
         self.block_points = points;
         if self.store.needs_compaction() {
@@ -316,7 +351,8 @@ impl Forest {
             + self.store.memory_bytes()
             + self.trees.capacity() * std::mem::size_of::<Tree>()
             + self.trees.iter().map(|t| t.memory_bytes() - std::mem::size_of::<Tree>()).sum::<usize>()
-            + self.scratch.memory_bytes()
+            + self.scratch.iter().map(Scratch::memory_bytes).sum::<usize>()
+            + self.partial_sums.capacity() * 8
     }
 
     /// The whole forest in a compact binary form; [`Forest::restore`] gives back a
@@ -340,7 +376,7 @@ impl Forest {
             .deserialize(body)
             .map_err(|e| ForestError::Snapshot(e.to_string()))?;
         forest.check_restored()?;
-        forest.scratch = Scratch::new(forest.params.dimensions);
+        forest.scratch = (0..forest.params.threads).map(|_| Scratch::new(forest.params.dimensions)).collect();
         forest.block = Vec::with_capacity(BLOCK * forest.params.features);
         forest.block_points = Vec::with_capacity(BLOCK);
         Ok(forest)
@@ -356,6 +392,7 @@ impl Forest {
             time_decay: Some(self.params.time_decay),
             output_after: Some(self.params.output_after),
             seed: self.params.seed,
+            threads: self.params.threads,
         };
         if config.validate().as_ref() != Ok(&self.params) {
             return bad(format!("inconsistent parameters {:?}", self.params));
@@ -373,5 +410,28 @@ impl Forest {
             }
         }
         Ok(())
+    }
+}
+
+/// Takes the block's points into `trees`, adding each tree's score of point j to
+/// `sums[chunk * points.len() + j]` for the trees' chunk (see [`TREE_CHUNK`]).
+fn learn_trees(
+    trees: &mut [Tree],
+    sums: &mut [f64],
+    points: &[BlockPoint],
+    store: &PointStore,
+    params: &ForestParams,
+    scratch: &mut Scratch,
+) {
+    let len = points.len();
+    for (chunk, sums) in trees.chunks_mut(TREE_CHUNK).zip(sums.chunks_mut(len.max(1))) {
+        for tree in chunk {
+            for (point, sum) in points.iter().zip(sums.iter_mut()) {
+                let x = store.point(point.reference);
+                if let Some(score) = tree.learn(point.t, x, point.reference, point.scored, params, store, scratch) {
+                    *sum += score;
+                }
+            }
+        }
     }
 }

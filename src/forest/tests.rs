@@ -297,6 +297,29 @@ fn missing_values_are_imputed_from_the_forest() {
 }
 
 #[test]
+fn threads_share_the_trees_without_changing_a_score() {
+    let (values, _) = seed_scenario(3_000, 9);
+    let rows = Array2::from_shape_vec((values.len(), 1), values).expect("shape");
+    let run = |threads: usize| {
+        let config = ForestConfig { shingle_size: 2, trees: 37, sample_size: 64, threads, ..Default::default() };
+        let mut forest = Forest::new(&config).expect("valid");
+        // Uneven batches: some long enough for threads, some not.
+        let mut scores = Vec::new();
+        for (i, block) in rows.axis_chunks_iter(ndarray::Axis(0), 700).enumerate() {
+            let rows = if i % 2 == 0 { block } else { block.slice_move(ndarray::s![..10, ..]) };
+            scores.extend(forest.score_and_update_batch(rows).expect("batch"));
+        }
+        scores.push(forest.score(&[15.0]).expect("score"));
+        scores
+    };
+    let one = run(1);
+    for threads in [2, 3, 8] {
+        let many = run(threads);
+        assert!(one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads");
+    }
+}
+
+#[test]
 fn batch_scoring_matches_one_by_one() {
     // Fast decay, so that the sampler's key epochs turn over inside the stream.
     for (time_decay, shingle_size) in [(None, 2), (Some(0.05), 1), (Some(0.01), 3)] {
