@@ -255,6 +255,9 @@ impl Tree {
         }
         let (mut lo, mut hi) = (0, n - 1);
         let mut gap = self.root as usize;
+        // With one dimension the value compared is always the same: read it once, so
+        // each level waits on one load (the node), not two.
+        let only = if let [only] = x { Some(*only) } else { None };
         while lo < hi {
             let node = self.nodes[gap];
             let dim = node.dim();
@@ -265,7 +268,11 @@ impl Tree {
             descent.nodes[descent.depth] = PathNode::new(gap, lo, hi);
             descent.depth += 1;
             // Which way a point goes is a coin flip to the branch predictor: select instead.
-            let left = x[dim as usize] <= node.cut;
+            let value = match only {
+                Some(value) => value,
+                None => x[dim as usize],
+            };
+            let left = value <= node.cut;
             lo = select_unpredictable(left, lo, gap + 1);
             hi = select_unpredictable(left, gap, hi);
             gap = select_unpredictable(left, gap.wrapping_sub(node.left()), gap + node.right());
