@@ -7,7 +7,7 @@
 
 mod config;
 mod error;
-mod forest;
+mod rcf;
 mod rng;
 mod sampler;
 mod store;
@@ -18,4 +18,4 @@ mod tests;
 
 pub use config::{ForestConfig, ForestParams};
 pub use error::ForestError;
-pub use forest::{Attribution, Forest};
+pub use rcf::{Attribution, Forest};

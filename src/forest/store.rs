@@ -125,7 +125,7 @@ impl PointStore {
 
     /// Whether a restored store matches the forest's parameters.
     pub(crate) fn is_consistent(&self, features: usize, dimensions: usize) -> bool {
-        self.features == features && self.dimensions == dimensions && self.values.len() % features == 0
+        self.features == features && self.dimensions == dimensions && self.values.len().is_multiple_of(features)
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {

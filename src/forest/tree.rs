@@ -190,6 +190,7 @@ fn normalizer(tree_mass: usize) -> f64 {
 /// Makes `corner` a copy of `point`; an element loop, as a memcpy call costs more
 /// than the copy for the few dimensions points have.
 #[inline]
+#[allow(clippy::manual_memcpy)]
 fn set_point(corner: &mut Vec<f32>, point: &[f32]) {
     let n = point.len();
     if corner.len() != n {
@@ -332,6 +333,35 @@ impl Tree {
         (*lo, *hi) = (l, h);
     }
 
+    /// Climbs from the leaves `a..=b` towards the root along `path`, growing the box
+    /// `lo..hi` by each node's other subtree, and calls `visit(level, node's leaves,
+    /// lo, hi, range of box ∪ x, part outside the box)` for every node until `x` is
+    /// inside the box (boxes only grow upwards, so nothing above can matter then).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn climb(
+        &self,
+        store: &PointStore,
+        path: &[PathNode],
+        (mut a, mut b): (usize, usize),
+        x: &[f32],
+        lo: &mut [f32],
+        hi: &mut [f32],
+        mut visit: impl FnMut(usize, (usize, usize), &[f32], &[f32], f64, f64),
+    ) {
+        for (level, node) in path.iter().enumerate().rev() {
+            let (first, last) = node.range();
+            let sibling = if first < a { &self.leaves[first..a] } else { &self.leaves[b + 1..=last] };
+            self.extend_box(store, sibling, lo, hi);
+            (a, b) = (first, last);
+            let (merged, outside) = ranges(lo, hi, x);
+            if outside <= 0.0 {
+                break;
+            }
+            visit(level, (a, b), lo, hi, merged, outside);
+        }
+    }
+
     /// A random cut of the box ∪ x (dimension chosen in proportion to its range); Some
     /// if it separates x from the box.
     fn draw_cut(lo: &[f32], hi: &[f32], x: &[f32], merged: f64, rng: &mut Rng) -> Option<(u8, f32, bool)> {
@@ -399,7 +429,7 @@ impl Tree {
             let first = Placement { lo: 0, hi: 0, level: 0, dim: DUPLICATE, cut: 0.0, right: true };
             return (0.0, rng.map(|_| first));
         }
-        let (mut a, mut b) = descent.leaf;
+        let (a, b) = descent.leaf;
         let path = descent.path();
         let leaf_depth = path.len();
         let leaf = store.point(self.leaves[a]);
@@ -421,23 +451,15 @@ impl Tree {
                 Self::draw_cut(lo, hi, x, merged, rng).unwrap_or_else(|| Self::cut_between(leaf, x));
             Placement { lo: a, hi: b, level: leaf_depth, dim, cut, right }
         });
-        for (level, node) in path.iter().enumerate().rev() {
-            let (first, last) = node.range();
-            let sibling = if first < a { &self.leaves[first..a] } else { &self.leaves[b + 1..=last] };
-            self.extend_box(store, sibling, lo, hi);
-            (a, b) = (first, last);
-            let (merged, outside) = ranges(lo, hi, x);
-            if outside <= 0.0 {
-                break;
-            }
+        self.climb(store, path, (a, b), x, lo, hi, |level, (first, last), lo, hi, merged, outside| {
             let p = outside / merged;
             score = (1.0 - p) * score + p * score_unseen(level);
             if let Some(rng) = rng.as_deref_mut() {
                 if let Some((dim, cut, right)) = Self::draw_cut(lo, hi, x, merged, rng) {
-                    placement = Some(Placement { lo: a, hi: b, level, dim, cut, right });
+                    placement = Some(Placement { lo: first, hi: last, level, dim, cut, right });
                 }
             }
-        }
+        });
         (score * normalizer(n), placement)
     }
 
@@ -607,7 +629,7 @@ impl Tree {
         }
         let Scratch { descent, lo, hi, .. } = scratch;
         self.descend(x, descent);
-        let (mut a, mut b) = descent.leaf;
+        let (a, b) = descent.leaf;
         let path = descent.path();
         let leaf_depth = path.len();
         let leaf = store.point(self.leaves[a]);
@@ -624,15 +646,7 @@ impl Tree {
         let unseen = score_unseen(leaf_depth);
         let mut up: Vec<f64> = (0..dims).map(|d| f64::from((x[d] - leaf[d]).max(0.0)) / merged * unseen).collect();
         let mut down: Vec<f64> = (0..dims).map(|d| f64::from((leaf[d] - x[d]).max(0.0)) / merged * unseen).collect();
-        for (level, node) in path.iter().enumerate().rev() {
-            let (first, last) = node.range();
-            let sibling = if first < a { &self.leaves[first..a] } else { &self.leaves[b + 1..=last] };
-            self.extend_box(store, sibling, lo, hi);
-            (a, b) = (first, last);
-            let (merged, outside) = ranges(lo, hi, x);
-            if outside <= 0.0 {
-                break;
-            }
+        self.climb(store, path, (a, b), x, lo, hi, |level, _, lo, hi, merged, outside| {
             let p = outside / merged;
             let unseen = score_unseen(level);
             for d in 0..dims {
@@ -641,7 +655,7 @@ impl Tree {
                 up[d] = (1.0 - p) * up[d] + above * unseen;
                 down[d] = (1.0 - p) * down[d] + below * unseen;
             }
-        }
+        });
         let norm = normalizer(n);
         for d in 0..dims {
             high[d] += up[d] * norm;
