@@ -18,6 +18,7 @@
 //!   a shared point store, time-decayed reservoir sampling per tree, score, attribution,
 //!   imputation of missing values, snapshots. No async, no I/O, no allocation per point.
 //! - [`cli`]: the command line (`serve`, `score`, `eval`, `config check`).
+//! - [`eval`]: accuracy on labelled data: NAB's scoring and corpus runner.
 //! - (`source`): Kinesis shard readers with leases and checkpoints, the gRPC API, the
 //!   built-in simulator; each yields records with their source position.
 //! - (`decode`): JSON, VPC flow logs, Apache logs, CloudWatch Logs envelopes, KPL
@@ -31,4 +32,5 @@
 //! bytes, position and reason; nothing is dropped silently.
 
 pub mod cli;
+pub mod eval;
 pub mod forest;

@@ -36,21 +36,40 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
-    /// Run a detector over every CSV of the Numenta Anomaly Benchmark and print the NAB score.
-    Nab {
-        /// Folder holding the data files (`timestamp,value` CSVs).
-        #[arg(long)]
-        data: std::path::PathBuf,
-        /// The combined labels file (JSON of anomaly windows per file).
-        #[arg(long)]
-        labels: std::path::PathBuf,
-    },
+    /// Score every series of a Numenta Anomaly Benchmark corpus and print the NAB
+    /// score per profile, overall and per category. Until detectors exist (issue 4)
+    /// the raw forest score is evaluated.
+    Nab(NabArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate a configuration file: print what is wrong by field path, or the effective config.
     Check { file: std::path::PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct NabArgs {
+    /// Folder holding the data files (`<category>/<file>.csv`, `timestamp,value`).
+    #[arg(long)]
+    pub data: std::path::PathBuf,
+    /// The combined windows file (JSON: file -> list of [start, end] timestamps).
+    #[arg(long)]
+    pub labels: std::path::PathBuf,
+    /// NAB's profiles file; default: `../config/profiles.json` next to the labels.
+    #[arg(long)]
+    pub profiles: Option<std::path::PathBuf>,
+    /// Write per-file results (`timestamp,value,anomaly_score,label`) under this folder.
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = crate::forest::ForestConfig::default().shingle_size)]
+    pub shingle_size: usize,
+    #[arg(long, default_value_t = crate::forest::ForestConfig::default().trees)]
+    pub trees: usize,
+    #[arg(long, default_value_t = crate::forest::ForestConfig::default().sample_size)]
+    pub sample_size: usize,
+    #[arg(long, default_value_t = crate::forest::ForestConfig::default().seed)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -86,7 +105,13 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { .. } => not_yet_built("serve", 5),
         Command::Score(args) => score(args),
-        Command::Eval(EvalCommand::Nab { .. }) => not_yet_built("eval nab", 4),
+        Command::Eval(EvalCommand::Nab(args)) => match eval_nab(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rcfd eval nab: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Config(ConfigCommand::Check { .. }) => not_yet_built("config check", 5),
     }
 }
@@ -123,6 +148,42 @@ fn score(args: ScoreArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
+    use crate::eval::{corpus, nab::ScoredFile};
+    use crate::forest::{Forest, ForestConfig};
+
+    let profiles_path = match &args.profiles {
+        Some(path) => path.clone(),
+        None => args.labels.parent().unwrap_or(std::path::Path::new(".")).join("../config/profiles.json"),
+    };
+    let profiles = corpus::load_profiles(&profiles_path)?;
+    let series = corpus::load(&args.data, &args.labels)?;
+    let config = ForestConfig {
+        features: 1,
+        shingle_size: args.shingle_size,
+        trees: args.trees,
+        sample_size: args.sample_size,
+        seed: args.seed,
+        ..ForestConfig::default()
+    };
+    let mut all_scores = Vec::with_capacity(series.len());
+    for s in &series {
+        let mut forest = Forest::new(&config)?;
+        let rows = ndarray::ArrayView2::from_shape((s.values.len(), 1), &s.values)?;
+        all_scores.push(forest.score_and_update_batch(rows).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?);
+    }
+    if let Some(dir) = &args.output {
+        corpus::write_results(dir, &series, &all_scores)?;
+    }
+    let files: Vec<ScoredFile> = series
+        .iter()
+        .zip(all_scores)
+        .map(|(s, scores)| ScoredFile { name: s.name.clone(), category: s.category.clone(), scores, windows: s.windows.clone() })
+        .collect();
+    print!("{}", corpus::format_reports(&corpus::report(&files, &profiles)));
+    Ok(())
 }
 
 fn not_yet_built(command: &str, issue: u32) -> ExitCode {
