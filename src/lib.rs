@@ -32,5 +32,6 @@
 //! bytes, position and reason; nothing is dropped silently.
 
 pub mod cli;
+pub mod detector;
 pub mod eval;
 pub mod forest;
