@@ -12,21 +12,24 @@
 //!                         threshold
 //! ```
 //!
-//! Which module owns each step (modules not yet built are in brackets; see the issues):
+//! Which module owns each step, in the record's order (modules in brackets are not
+//! built yet; see the issues):
 //!
-//! - [`forest`]: the random cut forest itself. Pure and synchronous: internal shingling,
-//!   a shared point store, time-decayed reservoir sampling per tree, score, attribution,
-//!   imputation of missing values, snapshots. No async, no I/O, no allocation per point.
-//! - [`cli`]: the command line (`serve`, `score`, `eval`, `config check`).
-//! - [`eval`]: accuracy on labelled data: NAB's scoring and corpus runner.
 //! - (`source`): Kinesis shard readers with leases and checkpoints, the gRPC API, the
 //!   built-in simulator; each yields records with their source position.
 //! - (`decode`): JSON, VPC flow logs, Apache logs, CloudWatch Logs envelopes, KPL
 //!   aggregation, into records (entity key, event time, feature vector).
-//! - (`detector`): per-entity models (shingle, transform, forest, threshold), turning a
-//!   raw score into grade, confidence, attribution and expected values.
+//! - [`detector`]: turns raw scores into decisions. Built: the adaptive threshold and
+//!   grade. To come: per-entity models (shingle, transform, forest, threshold) with
+//!   confidence, attribution per feature and expected values, and their registry.
+//! - [`forest`]: the random cut forest itself. Pure and synchronous: internal shingling,
+//!   a shared point store, time-decayed reservoir sampling per tree, score, attribution,
+//!   imputation of missing values, snapshots. No async, no I/O, no allocation per point.
 //! - (`sink`): OpenSearch bulk indexing, SNS alerts, the embedded store; each
 //!   acknowledges what it delivered so the source can checkpoint.
+//!
+//! Around the path: [`cli`] (the command line: `serve`, `score`, `eval`, `config
+//! check`) and [`eval`] (accuracy on labelled data: NAB's scoring and a corpus runner).
 //!
 //! Records that cannot be decoded or scored go to the dead-letter store with their raw
 //! bytes, position and reason; nothing is dropped silently.

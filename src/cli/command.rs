@@ -70,6 +70,16 @@ pub struct NabArgs {
     pub sample_size: usize,
     #[arg(long, default_value_t = crate::forest::ForestConfig::default().seed)]
     pub seed: u64,
+    /// What NAB's threshold sweep runs over: the raw forest score, or the adaptive
+    /// threshold's grade (0 for points it does not flag).
+    #[arg(long, value_enum, default_value_t = NabScore::Raw)]
+    pub score: NabScore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NabScore {
+    Raw,
+    Grade,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +161,7 @@ fn score(args: ScoreArgs) -> ExitCode {
 }
 
 fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
+    use crate::detector::threshold::{Threshold, ThresholdConfig};
     use crate::eval::{corpus, nab::ScoredFile};
     use crate::forest::{Forest, ForestConfig};
 
@@ -172,7 +183,12 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
     for s in &series {
         let mut forest = Forest::new(&config)?;
         let rows = ndarray::ArrayView2::from_shape((s.values.len(), 1), &s.values)?;
-        all_scores.push(forest.score_and_update_batch(rows).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?);
+        let mut scores = forest.score_and_update_batch(rows).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
+        if args.score == NabScore::Grade {
+            let mut threshold = Threshold::new(ThresholdConfig::default());
+            scores.iter_mut().for_each(|score| *score = threshold.observe(*score).grade);
+        }
+        all_scores.push(scores);
     }
     if let Some(dir) = &args.output {
         corpus::write_results(dir, &series, &all_scores)?;
