@@ -1,6 +1,7 @@
 //! Detectors: turning a forest's raw scores into decisions a user can act on.
 //!
-//! `threshold` owns the adaptive threshold and the grade. Pure and synchronous, like
-//! the forest: no I/O here.
+//! `config` owns detector files and their validation, `threshold` the adaptive
+//! threshold and the grade. Pure and synchronous, like the forest: no I/O here.
 
+pub mod config;
 pub mod threshold;
