@@ -62,6 +62,10 @@ pub struct NabArgs {
     /// Write per-file results (`timestamp,value,anomaly_score,label`) under this folder.
     #[arg(long)]
     pub output: Option<std::path::PathBuf>,
+    /// A detector file (its first feature gets each series' values); default: the
+    /// default detector with the options below.
+    #[arg(long)]
+    pub detector: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = crate::forest::ForestConfig::default().shingle_size)]
     pub shingle_size: usize,
     #[arg(long, default_value_t = crate::forest::ForestConfig::default().trees)]
@@ -70,6 +74,9 @@ pub struct NabArgs {
     pub sample_size: usize,
     #[arg(long, default_value_t = crate::forest::ForestConfig::default().seed)]
     pub seed: u64,
+    /// none, normalize, difference or normalize_difference.
+    #[arg(long, default_value = "none")]
+    pub transform: String,
     /// What NAB's threshold sweep runs over: the raw forest score, or the adaptive
     /// threshold's grade (0 for points it does not flag).
     #[arg(long, value_enum, default_value_t = NabScore::Raw)]
@@ -161,9 +168,9 @@ fn score(args: ScoreArgs) -> ExitCode {
 }
 
 fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
-    use crate::detector::threshold::{Threshold, ThresholdConfig};
+    use crate::detector::config::DetectorConfig;
+    use crate::detector::model::Model;
     use crate::eval::{corpus, nab::ScoredFile};
-    use crate::forest::{Forest, ForestConfig};
 
     let profiles_path = match &args.profiles {
         Some(path) => path.clone(),
@@ -171,22 +178,26 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
     };
     let profiles = corpus::load_profiles(&profiles_path)?;
     let series = corpus::load(&args.data, &args.labels)?;
-    let config = ForestConfig {
-        features: 1,
-        shingle_size: args.shingle_size,
-        trees: args.trees,
-        sample_size: args.sample_size,
-        seed: args.seed,
-        ..ForestConfig::default()
+    let config = match &args.detector {
+        Some(path) => DetectorConfig::from_toml(&std::fs::read_to_string(path)?)?,
+        None => DetectorConfig::from_toml(&format!(
+            "name = \"nab\"\nentity_key = [\"file\"]\nfeatures = [\"value\"]\ntransform = \"{}\"\n\
+             [forest]\nshingle_size = {}\ntrees = {}\nsample_size = {}\nseed = {}\n",
+            args.transform, args.shingle_size, args.trees, args.sample_size, args.seed
+        ))?,
     };
+    let detector = config.validate()?;
+    anyhow::ensure!(detector.features.len() == 1, "a NAB series has one value: the detector must have one feature");
     let mut all_scores = Vec::with_capacity(series.len());
     for s in &series {
-        let mut forest = Forest::new(&config)?;
-        let rows = ndarray::ArrayView2::from_shape((s.values.len(), 1), &s.values)?;
-        let mut scores = forest.score_and_update_batch(rows).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
-        if args.score == NabScore::Grade {
-            let mut threshold = Threshold::new(ThresholdConfig::default());
-            scores.iter_mut().for_each(|score| *score = threshold.observe(*score).grade);
+        let mut model = Model::new(&detector);
+        let mut scores = Vec::with_capacity(s.values.len());
+        for &value in &s.values {
+            let output = model.process(&[f64::from(value)]).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
+            scores.push(match args.score {
+                NabScore::Raw => output.anomaly_score,
+                NabScore::Grade => output.anomaly_grade,
+            });
         }
         all_scores.push(scores);
     }
