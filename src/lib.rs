@@ -27,6 +27,8 @@
 //!   imputation of missing values, snapshots. No async, no I/O, no allocation per point.
 //! - (`sink`): OpenSearch bulk indexing, SNS alerts, the embedded store; each
 //!   acknowledges what it delivered so the source can checkpoint.
+//! - [`store`]: what outlives a process. Built: model snapshots (with the source
+//!   position they include) in an embedded redb file.
 //!
 //! Around the path: [`cli`] (the command line: `serve`, `score`, `eval`, `config
 //! check`) and [`eval`] (accuracy on labelled data: NAB's scoring and a corpus runner).
@@ -38,3 +40,4 @@ pub mod cli;
 pub mod detector;
 pub mod eval;
 pub mod forest;
+pub mod store;

@@ -61,6 +61,8 @@ pub enum ModelError {
     Infinite { index: usize, value: f64 },
     #[error(transparent)]
     Forest(#[from] ForestError),
+    #[error("model snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// Running state of the transform: the previous record, and the mean and variance of
@@ -154,8 +156,16 @@ impl TransformState {
     }
 }
 
+/// What a model snapshot holds; the forest in its own checked format.
+#[derive(Serialize, Deserialize)]
+struct ModelState {
+    transform: TransformState,
+    threshold: Threshold,
+    forest: Vec<u8>,
+}
+
 /// One entity's model under one detector.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Model {
     transform: TransformState,
     forest: Forest,
@@ -174,6 +184,30 @@ impl Model {
 
     pub fn forest(&self) -> &Forest {
         &self.forest
+    }
+
+    /// The model's whole state as bytes (see [`Model::restore`]).
+    pub fn snapshot(&self) -> Result<Vec<u8>, ModelError> {
+        let state = ModelState {
+            transform: self.transform.clone(),
+            threshold: self.threshold.clone(),
+            forest: self.forest.snapshot()?,
+        };
+        bincode::serialize(&state).map_err(|e| ModelError::Snapshot(e.to_string()))
+    }
+
+    /// Rebuilds a model of `detector` from [`Model::snapshot`] bytes; it then scores
+    /// every later record exactly as the original would.
+    pub fn restore(bytes: &[u8], detector: &Detector) -> Result<Self, ModelError> {
+        let state: ModelState = bincode::deserialize(bytes).map_err(|e| ModelError::Snapshot(e.to_string()))?;
+        let forest = Forest::restore(&state.forest)?;
+        if forest.params() != &detector.forest || state.transform.mean.len() != detector.features.len() {
+            return Err(ModelError::Snapshot(format!(
+                "made with other parameters than detector `{}` has now",
+                detector.name
+            )));
+        }
+        Ok(Model { transform: state.transform, forest, threshold: state.threshold })
     }
 
     /// Scores one record (feature values in the detector's order; NaN for a missing

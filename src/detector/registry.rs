@@ -1,0 +1,276 @@
+//! The models of all entities, keyed by the full (detector, entity) key: created on an
+//! entity's first record, capped in number, the least recently used evicted to the
+//! snapshot store and restored when its entity comes back. Event time throughout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::config::Detector;
+use super::model::{Model, ModelError, Output};
+use crate::store::snapshot::{ModelKey, Snapshot, SnapshotStore, SourcePosition, StoreError};
+
+/// Records may arrive this much older than their entity's latest event (ms) and still
+/// be scored; older ones are rejected (and dead-lettered by the caller).
+pub const DEFAULT_MAX_LATENESS_MS: i64 = 60_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("unknown detector `{0}`")]
+    UnknownDetector(String),
+    #[error("the entity key is empty")]
+    EmptyEntity,
+    #[error("event time {event_ms} ms is {late_ms} ms before {entity}'s latest event; at most {max_ms} ms is allowed")]
+    Late { entity: String, event_ms: i64, late_ms: i64, max_ms: i64 },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What happened to a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Processed {
+    Scored(Output),
+    /// The model already learned this record (a replay after a restart): not again.
+    AlreadyLearned,
+}
+
+/// Counts a registry keeps (the service exports them as metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    pub created: u64,
+    pub evicted: u64,
+    pub restored: u64,
+}
+
+struct Resident {
+    model: Model,
+    last_used: u64,
+    positions: Vec<SourcePosition>,
+    latest_event_ms: Option<i64>,
+}
+
+pub struct Registry {
+    detectors: HashMap<String, Detector>,
+    models: HashMap<ModelKey, Resident>,
+    /// last_used -> key, to find the least recently used model in O(log n).
+    recency: BTreeMap<u64, ModelKey>,
+    clock: u64,
+    capacity: usize,
+    max_lateness_ms: i64,
+    store: Arc<dyn SnapshotStore>,
+    stats: RegistryStats,
+}
+
+impl Registry {
+    /// A registry of at most `capacity` resident models (at least 1).
+    pub fn new(detectors: Vec<Detector>, capacity: usize, store: Arc<dyn SnapshotStore>) -> Self {
+        Registry {
+            detectors: detectors.into_iter().map(|d| (d.name.clone(), d)).collect(),
+            models: HashMap::new(),
+            recency: BTreeMap::new(),
+            clock: 0,
+            capacity: capacity.max(1),
+            max_lateness_ms: DEFAULT_MAX_LATENESS_MS,
+            store,
+            stats: RegistryStats::default(),
+        }
+    }
+
+    pub fn with_max_lateness_ms(mut self, max_lateness_ms: i64) -> Self {
+        self.max_lateness_ms = max_lateness_ms;
+        self
+    }
+
+    pub fn resident(&self) -> usize {
+        self.models.len()
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        self.stats
+    }
+
+    /// Scores one record of `entity` under `detector` and learns it, unless its
+    /// `position` shows the model has already learned it.
+    pub fn process(
+        &mut self,
+        detector: &str,
+        entity: &str,
+        event_ms: i64,
+        values: &[f64],
+        position: Option<&SourcePosition>,
+    ) -> Result<Processed, RegistryError> {
+        if entity.is_empty() {
+            return Err(RegistryError::EmptyEntity);
+        }
+        let key = ModelKey { detector: detector.to_owned(), entity: entity.to_owned() };
+        self.make_resident(&key)?;
+        self.clock += 1;
+        let clock = self.clock;
+        let resident = self.models.get_mut(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
+        self.recency.remove(&resident.last_used);
+        self.recency.insert(clock, key.clone());
+        resident.last_used = clock;
+        if let Some(position) = position {
+            if resident.positions.iter().any(|learned| position.is_at_or_before(learned)) {
+                return Ok(Processed::AlreadyLearned);
+            }
+        }
+        if let Some(latest) = resident.latest_event_ms {
+            if latest - event_ms > self.max_lateness_ms {
+                return Err(RegistryError::Late {
+                    entity: entity.to_owned(),
+                    event_ms,
+                    late_ms: latest - event_ms,
+                    max_ms: self.max_lateness_ms,
+                });
+            }
+        }
+        let output = resident.model.process(values)?;
+        resident.latest_event_ms = Some(resident.latest_event_ms.map_or(event_ms, |l| l.max(event_ms)));
+        if let Some(position) = position {
+            resident.positions.retain(|p| !(p.stream == position.stream && p.shard == position.shard));
+            resident.positions.push(position.clone());
+        }
+        Ok(Processed::Scored(output))
+    }
+
+    /// Loads or creates the model of `key`, evicting the least recently used one if full.
+    fn make_resident(&mut self, key: &ModelKey) -> Result<(), RegistryError> {
+        if self.models.contains_key(key) {
+            return Ok(());
+        }
+        let detector = self.detectors.get(&key.detector).ok_or_else(|| RegistryError::UnknownDetector(key.detector.clone()))?;
+        let resident = match self.store.get(key)? {
+            Some(snapshot) => {
+                self.stats.restored += 1;
+                Resident {
+                    model: Model::restore(&snapshot.model, detector)?,
+                    last_used: 0,
+                    positions: snapshot.positions,
+                    latest_event_ms: snapshot.latest_event_ms,
+                }
+            }
+            None => {
+                self.stats.created += 1;
+                Resident { model: Model::new(detector), last_used: 0, positions: Vec::new(), latest_event_ms: None }
+            }
+        };
+        if self.models.len() >= self.capacity {
+            self.evict_least_recent()?;
+        }
+        self.clock += 1;
+        self.recency.insert(self.clock, key.clone());
+        self.models.insert(key.clone(), Resident { last_used: self.clock, ..resident });
+        Ok(())
+    }
+
+    fn evict_least_recent(&mut self) -> Result<(), RegistryError> {
+        let Some((&tick, _)) = self.recency.iter().next() else { return Ok(()) };
+        let Some(key) = self.recency.remove(&tick) else { return Ok(()) };
+        if let Some(resident) = self.models.remove(&key) {
+            self.store.put(&key, &Self::snapshot(&resident)?)?;
+            self.stats.evicted += 1;
+        }
+        Ok(())
+    }
+
+    fn snapshot(resident: &Resident) -> Result<Snapshot, RegistryError> {
+        Ok(Snapshot {
+            model: resident.model.snapshot()?,
+            positions: resident.positions.clone(),
+            latest_event_ms: resident.latest_event_ms,
+        })
+    }
+
+    /// Writes every resident model to the snapshot store (at shutdown).
+    pub fn flush(&self) -> Result<(), RegistryError> {
+        for (key, resident) in &self.models {
+            self.store.put(key, &Self::snapshot(resident)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::config::DetectorConfig;
+    use crate::store::embedded::EmbeddedStore;
+
+    fn detector() -> Detector {
+        let text = "name = \"iot\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n[forest]\ntrees = 20\nsample_size = 64\n";
+        DetectorConfig::from_toml(text).expect("parses").validate().expect("valid")
+    }
+
+    fn store(name: &str) -> (Arc<EmbeddedStore>, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("rcfd-registry-{name}-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        (Arc::new(EmbeddedStore::open(&path).expect("store")), path)
+    }
+
+    fn at(sequence: u64) -> SourcePosition {
+        SourcePosition { stream: "iot".into(), shard: "shardId-000000000000".into(), sequence: sequence.to_string() }
+    }
+
+    /// Three sensors, interleaved: sensor k reads 10k + (i mod 7), with a spike now and then.
+    fn reading(i: usize) -> (String, f64) {
+        let sensor = i % 3;
+        let value = if i.is_multiple_of(997) { 500.0 } else { 10.0 * sensor as f64 + (i % 7) as f64 };
+        (format!("sensor-{sensor}"), value)
+    }
+
+    #[test]
+    fn eviction_and_restore_change_no_score() {
+        let (small_store, small_path) = store("small");
+        let (large_store, large_path) = store("large");
+        let mut small = Registry::new(vec![detector()], 2, small_store);
+        let mut large = Registry::new(vec![detector()], 100, large_store);
+        for i in 0..3_000 {
+            let (entity, value) = reading(i);
+            let a = small.process("iot", &entity, i as i64, &[value], Some(&at(i as u64))).expect("small");
+            let b = large.process("iot", &entity, i as i64, &[value], Some(&at(i as u64))).expect("large");
+            assert_eq!(a, b, "record {i}");
+        }
+        assert_eq!(small.resident(), 2);
+        let stats = small.stats();
+        assert_eq!(stats.created, 3);
+        assert!(stats.evicted > 1_000 && stats.restored == stats.evicted - 1, "{stats:?}");
+        assert_eq!(large.stats(), RegistryStats { created: 3, evicted: 0, restored: 0 });
+        let _ = std::fs::remove_file(small_path);
+        let _ = std::fs::remove_file(large_path);
+    }
+
+    #[test]
+    fn a_replay_after_restart_is_not_learned_twice() {
+        let (store, path) = store("replay");
+        {
+            let mut registry = Registry::new(vec![detector()], 10, store.clone());
+            for i in 0..100 {
+                registry.process("iot", "sensor-0", i, &[1.0], Some(&at(i as u64))).expect("scored");
+            }
+            registry.flush().expect("flush");
+        }
+        let mut registry = Registry::new(vec![detector()], 10, store);
+        let replayed = registry.process("iot", "sensor-0", 99, &[1.0], Some(&at(99))).expect("replay");
+        assert_eq!(replayed, Processed::AlreadyLearned);
+        let next = registry.process("iot", "sensor-0", 100, &[1.0], Some(&at(100))).expect("new");
+        assert!(matches!(next, Processed::Scored(_)));
+        assert_eq!(registry.stats().restored, 1);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn bad_records_get_typed_errors() {
+        let (store, path) = store("errors");
+        let mut registry = Registry::new(vec![detector()], 10, store).with_max_lateness_ms(1_000);
+        assert!(matches!(registry.process("nope", "a", 0, &[1.0], None), Err(RegistryError::UnknownDetector(d)) if d == "nope"));
+        assert!(matches!(registry.process("iot", "", 0, &[1.0], None), Err(RegistryError::EmptyEntity)));
+        registry.process("iot", "a", 10_000, &[1.0], None).expect("scored");
+        registry.process("iot", "a", 9_500, &[1.0], None).expect("a little late is fine");
+        let late = registry.process("iot", "a", 8_000, &[1.0], None).expect_err("too late");
+        assert_eq!(late.to_string(), "event time 8000 ms is 2000 ms before a's latest event; at most 1000 ms is allowed");
+        assert!(matches!(registry.process("iot", "a", 10_001, &[1.0, 2.0], None), Err(RegistryError::Model(_))));
+        let _ = std::fs::remove_file(path);
+    }
+}
