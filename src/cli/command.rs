@@ -91,12 +91,21 @@ pub enum NabScore {
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
-    /// Input CSV; absent or `-` reads standard input. The scored rows go to standard output.
+    /// Input CSV; absent or `-` reads standard input.
+    pub file: Option<std::path::PathBuf>,
+    /// Write the scored rows here instead of standard output.
     #[arg(long)]
-    pub input: Option<std::path::PathBuf>,
-    /// Feature columns by header name, comma-separated; default: every numeric column.
+    pub output: Option<std::path::PathBuf>,
+    /// A detector file; its features are matched to the header by name.
+    #[arg(long)]
+    pub detector: Option<std::path::PathBuf>,
+    /// Feature columns by header name, comma-separated (without --detector); default:
+    /// every numeric column except `timestamp`.
     #[arg(long, value_delimiter = ',')]
     pub columns: Option<Vec<String>>,
+    /// none, normalize, difference or normalize_difference (without --detector).
+    #[arg(long, default_value = "none")]
+    pub transform: String,
     /// Records per point (internal shingling); 1 means none.
     #[arg(long, default_value_t = 1)]
     pub shingle_size: usize,
@@ -112,9 +121,6 @@ pub struct ScoreArgs {
     pub output_after: Option<usize>,
     #[arg(long, default_value_t = crate::forest::ForestConfig::default().seed)]
     pub seed: u64,
-    /// Threads sharing the forest's trees (scores do not depend on it).
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
 }
 
 /// Runs a parsed command line and returns the process exit status.
@@ -134,37 +140,55 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn score(args: ScoreArgs) -> ExitCode {
-    let config = crate::forest::ForestConfig {
-        features: 1,
-        shingle_size: args.shingle_size,
-        trees: args.trees,
-        sample_size: args.sample_size,
-        time_decay: args.time_decay,
-        output_after: args.output_after,
-        seed: args.seed,
-        threads: args.threads,
-    };
-    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    let result = match args.input.as_deref() {
-        None => super::score_csv(std::io::stdin().lock(), stdout, &config, args.columns.as_deref()),
-        Some(path) if path.as_os_str() == "-" => {
-            super::score_csv(std::io::stdin().lock(), stdout, &config, args.columns.as_deref())
-        }
-        Some(path) => match std::fs::File::open(path) {
-            Ok(file) => super::score_csv(std::io::BufReader::new(file), stdout, &config, args.columns.as_deref()),
-            Err(e) => {
-                eprintln!("rcfd score: cannot open {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
-    };
-    match result {
+    match run_score(&args) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rcfd score: {e}");
+            eprintln!("rcfd score: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_score(args: &ScoreArgs) -> anyhow::Result<usize> {
+    use crate::detector::config::{DetectorConfig, ForestSettings, Transform};
+    use anyhow::Context;
+
+    let detector = match &args.detector {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(DetectorConfig::from_toml(&text).with_context(|| path.display().to_string())?)
+        }
+        None => None,
+    };
+    let transform: Transform = serde_json::from_value(serde_json::Value::String(args.transform.clone()))
+        .map_err(|_| anyhow::anyhow!("--transform {}: one of none, normalize, difference, normalize_difference", args.transform))?;
+    let settings = super::ScoreSettings {
+        detector,
+        columns: args.columns.clone(),
+        transform,
+        forest: ForestSettings {
+            trees: args.trees,
+            sample_size: args.sample_size,
+            time_decay: args.time_decay,
+            output_after: args.output_after,
+            shingle_size: args.shingle_size,
+            seed: args.seed,
+        },
+    };
+    let input: Box<dyn std::io::BufRead> = match args.file.as_deref() {
+        None => Box::new(std::io::stdin().lock()),
+        Some(path) if path.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        )),
+    };
+    let output: Box<dyn std::io::Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    Ok(super::score_csv(input, output, &settings)?)
 }
 
 fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {

@@ -1,19 +1,19 @@
-//! `rcfd score`: scores a CSV of numeric rows with one forest, row by row (score, then
-//! learn), and writes every row back with its anomaly score appended.
+//! `rcfd score`: runs a CSV through one detector's model, row by row (score, judge,
+//! explain, learn), and writes every row back with the model's outputs appended:
+//! `anomaly_score, anomaly_grade, confidence, is_anomaly`, then for anomalies the
+//! attribution per feature (`name DIRECTION strength`, `;`-separated) and the expected
+//! values (`name=value`).
 //!
-//! The CSV is plain: comma-separated, no quoting. A first line with a non-numeric
-//! field is a header. The features are the columns named with `--columns`, or else
-//! every column whose value in the first data row is a number (so a `timestamp,value`
-//! file scores `value`). An empty cell is a missing value, imputed by the forest.
+//! The CSV is plain: comma-separated, no quoting. A first line with a non-numeric field
+//! is a header. The features are the detector's (`--detector FILE`, matched by header
+//! name), else the columns named with `--columns`, else every column that is numeric in
+//! the first data row except one named `timestamp`, so `rcfd score nab_file.csv` scores
+//! `value`. An empty cell is a missing value, imputed by the model.
 
 use std::io::{BufRead, Write};
 
-use ndarray::ArrayView2;
-
-use crate::forest::{Forest, ForestConfig, ForestError};
-
-/// Rows scored together (the forest learns a batch faster than row by row).
-const ROWS_PER_BATCH: usize = 256;
+use crate::detector::config::{ConfigError, DetectorConfig, ForestSettings, Transform};
+use crate::detector::model::{Direction, Model, ModelError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreCsvError {
@@ -23,7 +23,7 @@ pub enum ScoreCsvError {
     Empty,
     #[error("column `{name}` is not in the header (columns: {available})")]
     UnknownColumn { name: String, available: String },
-    #[error("--columns needs a header line naming the columns")]
+    #[error("naming features (--columns or --detector) needs a header line")]
     NoHeader,
     #[error("no numeric column in the first data row (line {line})")]
     NoFeatures { line: usize },
@@ -32,53 +32,62 @@ pub enum ScoreCsvError {
     #[error("line {line}: expected at least {expected} columns, found {found}")]
     ShortRow { line: usize, expected: usize, found: usize },
     #[error("line {line}: {source}")]
-    Forest { line: usize, source: ForestError },
-    #[error("forest configuration: {0}")]
-    Config(ForestError),
+    Model { line: usize, source: ModelError },
+    #[error("detector: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// How to score: a detector file, or the default detector with these settings.
+#[derive(Debug, Clone, Default)]
+pub struct ScoreSettings {
+    pub detector: Option<DetectorConfig>,
+    pub columns: Option<Vec<String>>,
+    pub transform: Transform,
+    pub forest: ForestSettings,
 }
 
 /// Parses a cell: a number, or NaN (missing) when empty.
-fn cell(line: usize, column: usize, value: &str) -> Result<f32, ScoreCsvError> {
+fn cell(line: usize, column: usize, value: &str) -> Result<f64, ScoreCsvError> {
     let value = value.trim();
     if value.is_empty() {
-        return Ok(f32::NAN);
+        return Ok(f64::NAN);
     }
-    value.parse::<f32>().map_err(|_| ScoreCsvError::NotANumber { line, column: column + 1, value: value.to_owned() })
+    value.parse::<f64>().map_err(|_| ScoreCsvError::NotANumber { line, column: column + 1, value: value.to_owned() })
 }
 
-/// Scores every data row of `input` and writes it to `output` with an `anomaly_score`
-/// column; returns the number of rows scored. `config.features` is set from the columns.
-pub fn score_csv(
-    input: impl BufRead,
-    mut output: impl Write,
-    config: &ForestConfig,
-    columns: Option<&[String]>,
-) -> Result<usize, ScoreCsvError> {
+/// Header positions of `names`.
+fn positions(header: &[String], names: &[String]) -> Result<Vec<usize>, ScoreCsvError> {
+    if header.is_empty() {
+        return Err(ScoreCsvError::NoHeader);
+    }
+    names
+        .iter()
+        .map(|name| {
+            header.iter().position(|h| h == name).ok_or_else(|| ScoreCsvError::UnknownColumn {
+                name: name.clone(),
+                available: header.join(", "),
+            })
+        })
+        .collect()
+}
+
+/// Scores every data row of `input` and writes it, with the outputs, to `output`;
+/// returns the number of rows scored.
+pub fn score_csv(input: impl BufRead, mut output: impl Write, settings: &ScoreSettings) -> Result<usize, ScoreCsvError> {
     let mut lines = input.lines().enumerate().map(|(i, l)| (i + 1, l));
     let Some((first_line, first)) = lines.next() else { return Err(ScoreCsvError::Empty) };
     let first = first?;
-    let first_fields: Vec<&str> = first.split(',').collect();
-    let is_header = first_fields.iter().any(|f| !f.trim().is_empty() && f.trim().parse::<f32>().is_err());
+    let is_header = first.split(',').any(|f| !f.trim().is_empty() && f.trim().parse::<f64>().is_err());
+    let header: Vec<String> =
+        if is_header { first.split(',').map(|f| f.trim().to_owned()).collect() } else { Vec::new() };
     let pending = (!is_header).then(|| (first_line, first.clone()));
-    let header: Vec<String> = if is_header { first_fields.iter().map(|f| f.trim().to_owned()).collect() } else { Vec::new() };
-
-    let mut features: Option<Vec<usize>> = match columns {
-        Some(_) if !is_header => return Err(ScoreCsvError::NoHeader),
-        Some(names) => Some(
-            names
-                .iter()
-                .map(|name| {
-                    header.iter().position(|h| h == name).ok_or_else(|| ScoreCsvError::UnknownColumn {
-                        name: name.clone(),
-                        available: header.join(", "),
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        None => None,
+    let named = match (&settings.detector, &settings.columns) {
+        (Some(detector), _) => Some(positions(&header, &detector.features)?),
+        (None, Some(columns)) => Some(positions(&header, columns)?),
+        (None, None) => None,
     };
-    let mut forest: Option<Forest> = None;
-    let mut batch = Batch::default();
+
+    let mut model: Option<(Model, Vec<usize>, Vec<String>)> = None;
     let mut rows = 0;
     let rest = lines.map(|(n, l)| l.map(|l| (n, l)));
     for item in pending.map(Ok::<_, std::io::Error>).into_iter().chain(rest) {
@@ -87,109 +96,114 @@ pub fn score_csv(
             continue;
         }
         let fields: Vec<&str> = text.split(',').collect();
-        let features = features.get_or_insert_with(|| {
-            (0..fields.len()).filter(|&c| fields[c].trim().parse::<f32>().is_ok()).collect()
-        });
-        if features.is_empty() {
-            return Err(ScoreCsvError::NoFeatures { line });
-        }
-        if forest.is_none() {
-            let config = ForestConfig { features: features.len(), ..config.clone() };
-            forest = Some(Forest::new(&config).map_err(ScoreCsvError::Config)?);
-            if is_header {
-                writeln!(output, "{first},anomaly_score")?;
+        if model.is_none() {
+            let features = named.clone().unwrap_or_else(|| {
+                (0..fields.len())
+                    .filter(|&c| header.get(c).is_none_or(|h| h != "timestamp"))
+                    .filter(|&c| fields[c].trim().parse::<f64>().is_ok())
+                    .collect()
+            });
+            if features.is_empty() {
+                return Err(ScoreCsvError::NoFeatures { line });
             }
+            let names: Vec<String> =
+                features.iter().map(|&c| header.get(c).cloned().unwrap_or_else(|| format!("column{}", c + 1))).collect();
+            let config = settings.detector.clone().unwrap_or_else(|| DetectorConfig {
+                name: "score".into(),
+                preset: None,
+                entity_key: vec!["file".into()],
+                features: names.clone(),
+                transform: settings.transform,
+                forest: Some(settings.forest.clone()),
+                threshold: Default::default(),
+            });
+            let detector = config.validate()?;
+            if is_header {
+                writeln!(output, "{first},anomaly_score,anomaly_grade,confidence,is_anomaly,attribution,expected_values")?;
+            }
+            model = Some((Model::new(&detector), features, names));
         }
+        let Some((model, features, names)) = model.as_mut() else { continue };
+        let mut values = Vec::with_capacity(features.len());
         for &column in features.iter() {
-            let value = fields.get(column).ok_or(ScoreCsvError::ShortRow {
-                line,
-                expected: column + 1,
-                found: fields.len(),
-            })?;
-            batch.values.push(cell(line, column, value)?);
+            let value = fields.get(column).ok_or(ScoreCsvError::ShortRow { line, expected: column + 1, found: fields.len() })?;
+            values.push(cell(line, column, value)?);
         }
-        batch.lines.push((line, text));
-        if batch.lines.len() == ROWS_PER_BATCH {
-            rows += batch.flush(forest.as_mut(), &mut output)?;
-        }
+        let out = model.process(&values).map_err(|source| ScoreCsvError::Model { line, source })?;
+        let attribution: Vec<String> = out
+            .attribution
+            .iter()
+            .zip(names.iter())
+            .map(|(a, name)| {
+                let direction = if a.direction == Direction::High { "HIGH" } else { "LOW" };
+                format!("{name} {direction} {:.3}", a.strength)
+            })
+            .collect();
+        let expected: Vec<String> =
+            out.expected_values.iter().zip(names.iter()).map(|(v, name)| format!("{name}={v:.6}")).collect();
+        writeln!(
+            output,
+            "{text},{:.6},{:.6},{:.3},{},{},{}",
+            out.anomaly_score,
+            out.anomaly_grade,
+            out.confidence,
+            out.is_anomaly,
+            attribution.join(";"),
+            expected.join(";")
+        )?;
+        rows += 1;
     }
-    rows += batch.flush(forest.as_mut(), &mut output)?;
     if rows == 0 {
         return Err(ScoreCsvError::Empty);
     }
     Ok(rows)
 }
 
-/// Rows read but not yet scored: their text and their feature values, row after row.
-#[derive(Default)]
-struct Batch {
-    lines: Vec<(usize, String)>,
-    values: Vec<f32>,
-}
-
-impl Batch {
-    /// Scores the rows, writes them with their scores and empties the batch.
-    fn flush(&mut self, forest: Option<&mut Forest>, output: &mut impl Write) -> Result<usize, ScoreCsvError> {
-        let Some(forest) = forest else { return Ok(0) };
-        if self.lines.is_empty() {
-            return Ok(0);
-        }
-        let shape = (self.lines.len(), forest.params().features);
-        let rows = ArrayView2::from_shape(shape, &self.values).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let scores = forest.score_and_update_batch(rows).map_err(|e| match e {
-            ForestError::InRow { row, source } => ScoreCsvError::Forest { line: self.lines[row].0, source: *source },
-            other => ScoreCsvError::Forest { line: self.lines[0].0, source: other },
-        })?;
-        for ((_, text), score) in self.lines.iter().zip(&scores) {
-            writeln!(output, "{text},{score:.6}")?;
-        }
-        let n = self.lines.len();
-        self.lines.clear();
-        self.values.clear();
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run(input: &str, columns: Option<&[String]>) -> Result<String, ScoreCsvError> {
+    fn run(input: &str, columns: Option<&[&str]>) -> Result<String, ScoreCsvError> {
+        let settings = ScoreSettings {
+            columns: columns.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            forest: ForestSettings { trees: 20, sample_size: 64, ..ForestSettings::default() },
+            ..ScoreSettings::default()
+        };
         let mut out = Vec::new();
-        let config = ForestConfig { trees: 20, sample_size: 64, ..ForestConfig::default() };
-        score_csv(input.as_bytes(), &mut out, &config, columns)?;
+        score_csv(input.as_bytes(), &mut out, &settings)?;
         Ok(String::from_utf8(out).expect("utf-8"))
     }
 
     #[test]
-    fn scores_the_numeric_column_and_ranks_the_spike_first() {
+    fn flags_and_explains_the_spike_in_a_nab_style_file() {
         let mut input = String::from("timestamp,value\n");
-        for i in 0..600 {
-            let value = if i == 500 { 115 } else { 10 + (i * 7) % 11 };
-            input.push_str(&format!("t{i},{value}\n"));
+        for i in 0..800 {
+            let value = if i == 700 { 115 } else { 10 + (i * 7) % 11 };
+            input.push_str(&format!("2024-01-01 {:02}:{:02}:00,{value}\n", i / 60, i % 60));
         }
         let out = run(&input, None).expect("scores");
         let mut lines = out.lines();
-        assert_eq!(lines.next(), Some("timestamp,value,anomaly_score"));
-        let scored: Vec<(String, f64)> = lines
-            .map(|l| {
-                let (row, score) = l.rsplit_once(',').expect("score column");
-                (row.to_owned(), score.parse().expect("a number"))
-            })
-            .collect();
-        assert_eq!(scored.len(), 600);
-        let top = scored.iter().max_by(|a, b| a.1.total_cmp(&b.1)).expect("rows");
-        assert_eq!(top.0, "t500,115");
+        assert_eq!(
+            lines.next(),
+            Some("timestamp,value,anomaly_score,anomaly_grade,confidence,is_anomaly,attribution,expected_values")
+        );
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 800);
+        let flagged: Vec<usize> = (0..rows.len()).filter(|&i| rows[i][5] == "true").collect();
+        assert_eq!(flagged, [700], "only the spike");
+        let spike = &rows[700];
+        assert!(spike[6].starts_with("value HIGH "), "{spike:?}");
+        let expected: f64 = spike[7].strip_prefix("value=").expect("expected value").parse().expect("number");
+        assert!((9.0..=21.0).contains(&expected), "expected an ordinary value, got {expected}");
     }
 
     #[test]
     fn bad_cells_and_columns_are_named() {
         let err = run("a,b\n1,2\n3,x\n", None).expect_err("x is not a number");
         assert_eq!(err.to_string(), "line 3, column 2: `x` is not a number");
-        let err = run("a,b\n1,2\n", Some(&["c".to_owned()])).expect_err("no column c");
+        let err = run("a,b\n1,2\n", Some(&["c"])).expect_err("no column c");
         assert_eq!(err.to_string(), "column `c` is not in the header (columns: a, b)");
-        let err = run("1,2\n", Some(&["a".to_owned()])).expect_err("no header");
-        assert!(matches!(err, ScoreCsvError::NoHeader));
+        assert!(matches!(run("1,2\n", Some(&["a"])), Err(ScoreCsvError::NoHeader)));
         assert!(matches!(run("", None), Err(ScoreCsvError::Empty)));
         let err = run("a,b\n1,2\n3\n", None).expect_err("short row");
         assert_eq!(err.to_string(), "line 3: expected at least 2 columns, found 1");
@@ -198,14 +212,13 @@ mod tests {
     #[test]
     fn an_empty_cell_is_imputed_not_rejected() {
         let mut input = String::from("a,b\n");
-        for i in 0..200 {
+        for i in 0..300 {
             input.push_str(&format!("{},{}\n", 10 + i % 5, 20 + i % 3));
         }
         input.push_str("12,\n");
         let out = run(&input, None).expect("imputed");
-        let last = out.lines().last().expect("rows");
-        let score: f64 = last.strip_prefix("12,,").expect("row kept as given").parse().expect("score");
-        assert!(score < 2.0, "an imputed value is an ordinary one: {score}");
-
+        let last: Vec<&str> = out.lines().last().expect("rows").split(',').collect();
+        assert_eq!(&last[..2], ["12", ""], "the row is kept as given");
+        assert_eq!(last[5], "false", "an imputed value is an ordinary one: {last:?}");
     }
 }
