@@ -3,6 +3,7 @@
 
 use ndarray::Array2;
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 
 use super::rng::Rng;
 use super::store::PointStore;
@@ -53,7 +54,8 @@ fn check_all(forest: &Forest) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // A fixed seed: the same cases on every run (a failure names its case anyway).
+    #![proptest_config(ProptestConfig { cases: 48, rng_seed: RngSeed::Fixed(0x5eed), ..ProptestConfig::default() })]
 
     /// Masses add up, every box holds its points, duplicates are equal and the samples
     /// never exceed the sample size, whatever the stream (including many duplicates).
