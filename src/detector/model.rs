@@ -186,6 +186,15 @@ impl Model {
         &self.forest
     }
 
+    /// The bytes this model holds: its forest, transform and threshold state.
+    pub fn memory_bytes(&self) -> usize {
+        let per_feature = self.transform.mean.capacity() + self.transform.variance.capacity();
+        let previous = self.transform.previous.as_ref().map_or(0, Vec::capacity);
+        std::mem::size_of::<Self>() - std::mem::size_of::<Forest>()
+            + self.forest.memory_bytes()
+            + (per_feature + previous) * std::mem::size_of::<f64>()
+    }
+
     /// The model's whole state as bytes (see [`Model::restore`]).
     pub fn snapshot(&self) -> Result<Vec<u8>, ModelError> {
         let state = ModelState {

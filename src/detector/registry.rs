@@ -90,6 +90,11 @@ impl Registry {
         self.stats
     }
 
+    /// The bytes the resident models hold (not counting the maps that index them).
+    pub fn models_memory_bytes(&self) -> usize {
+        self.models.values().map(|r| r.model.memory_bytes()).sum()
+    }
+
     /// Scores one record of `entity` under `detector` and learns it, unless its
     /// `position` shows the model has already learned it.
     pub fn process(
