@@ -55,7 +55,7 @@ fn bench_registry(c: &mut Criterion) {
                 let e = next % ENTITIES;
                 registry.process("fleet", &names[e], step as i64, &[value(e, step)], None).expect("scored");
                 next += 1;
-                if next % ENTITIES == 0 {
+                if next.is_multiple_of(ENTITIES) {
                     step += 1;
                 }
             }
