@@ -230,23 +230,28 @@ impl Model {
             return Err(ModelError::Infinite { index, value });
         }
         let record = self.transform.apply(values);
-        let score = self.forest.score(&record)?;
-        let decision = self.threshold.observe(score);
-        let mut output = Output {
-            anomaly_score: score,
-            anomaly_grade: decision.grade,
-            confidence: self.confidence(),
-            is_anomaly: decision.is_anomaly,
-            starts_region: decision.starts_region,
-            learning: !(self.forest.is_ready() && self.threshold.is_warm()),
-            attribution: Vec::new(),
-            expected_values: Vec::new(),
-            steps_back: 0,
-        };
-        if decision.is_anomaly {
-            self.explain(&record, &mut output)?;
-        }
-        self.forest.update(&record)?;
+        let confidence = self.confidence();
+        let Model { transform, forest, threshold } = self;
+        // One walk per tree scores and learns; the threshold judges in between, and an
+        // anomaly is explained by the forest as it was before it learned the record.
+        let output = forest.score_judge_update(&record, |score, point, forest| {
+            let decision = threshold.observe(score);
+            let mut output = Output {
+                anomaly_score: score,
+                anomaly_grade: decision.grade,
+                confidence,
+                is_anomaly: decision.is_anomaly,
+                starts_region: decision.starts_region,
+                learning: !(forest.is_ready() && threshold.is_warm()),
+                attribution: Vec::new(),
+                expected_values: Vec::new(),
+                steps_back: 0,
+            };
+            if decision.is_anomaly {
+                explain(forest, transform, point, &mut output)?;
+            }
+            Ok(output)
+        })?;
         self.transform.learn(values);
         Ok(output)
     }
@@ -258,32 +263,39 @@ impl Model {
         (self.forest.points_seen() as f64 / needed).min(1.0)
     }
 
-    fn explain(&self, record: &[f32], output: &mut Output) -> Result<(), ModelError> {
-        let features = record.len();
-        let attribution = self.forest.attribution(record)?;
-        let total = attribution.total().max(f64::MIN_POSITIVE);
-        let shingle = attribution.high.len() / features;
-        output.attribution = (0..features)
-            .map(|f| {
-                let high: f64 = (0..shingle).map(|p| attribution.high[p * features + f]).sum();
-                let low: f64 = (0..shingle).map(|p| attribution.low[p * features + f]).sum();
-                FeatureAttribution {
-                    score: high + low,
-                    direction: if high >= low { Direction::High } else { Direction::Low },
-                    strength: (high + low) / total,
-                }
-            })
-            .collect();
-        // The shingle position that explains the most is where the anomaly started.
-        let by_position = |p: usize| -> f64 {
-            (0..features).map(|f| attribution.high[p * features + f] + attribution.low[p * features + f]).sum()
-        };
-        let start = (0..shingle).max_by(|&a, &b| by_position(a).total_cmp(&by_position(b))).unwrap_or(shingle - 1);
-        output.steps_back = shingle - 1 - start;
-        let expected = self.forest.impute(&vec![f32::NAN; features])?;
-        output.expected_values = expected.iter().enumerate().map(|(f, &x)| self.transform.invert(f, x)).collect();
-        Ok(())
-    }
+}
+
+/// Attribution per feature, where in the shingle the anomaly started, and the values
+/// expected for the newest record, for the anomalous `point`.
+fn explain(forest: &Forest, transform: &TransformState, point: &[f32], output: &mut Output) -> Result<(), ForestError> {
+    let features = transform.mean.len();
+    let attribution = forest.attribution_of_point(point)?;
+    let total = attribution.total().max(f64::MIN_POSITIVE);
+    let shingle = point.len() / features;
+    output.attribution = (0..features)
+        .map(|f| {
+            let high: f64 = (0..shingle).map(|p| attribution.high[p * features + f]).sum();
+            let low: f64 = (0..shingle).map(|p| attribution.low[p * features + f]).sum();
+            FeatureAttribution {
+                score: high + low,
+                direction: if high >= low { Direction::High } else { Direction::Low },
+                strength: (high + low) / total,
+            }
+        })
+        .collect();
+    // The shingle position that explains the most is where the anomaly started.
+    let by_position = |p: usize| -> f64 {
+        (0..features).map(|f| attribution.high[p * features + f] + attribution.low[p * features + f]).sum()
+    };
+    let start = (0..shingle).max_by(|&a, &b| by_position(a).total_cmp(&by_position(b))).unwrap_or(shingle - 1);
+    output.steps_back = shingle - 1 - start;
+    // The newest record missing: what the forest fills in is what it expected.
+    let mut blanked = point.to_vec();
+    blanked[point.len() - features..].fill(f32::NAN);
+    let expected = forest.impute_point(&blanked)?;
+    output.expected_values =
+        expected[point.len() - features..].iter().enumerate().map(|(f, &x)| transform.invert(f, x)).collect();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -202,15 +202,30 @@ impl Forest {
     /// How each dimension of the point `record` completes contributes to its score.
     pub fn attribution(&self, record: &[f32]) -> Result<Attribution, ForestError> {
         let record = self.impute(record)?;
+        match self.candidate(&record) {
+            Some(point) => self.attribution_of_point(&point),
+            None => Ok(self.zero_attribution()),
+        }
+    }
+
+    fn zero_attribution(&self) -> Attribution {
         let dims = self.params.dimensions;
-        let mut attribution = Attribution { high: vec![0.0; dims], low: vec![0.0; dims] };
-        let Some(point) = self.candidate(&record) else { return Ok(attribution) };
+        Attribution { high: vec![0.0; dims], low: vec![0.0; dims] }
+    }
+
+    /// [`Forest::attribution`] of a whole (shingled) point.
+    pub fn attribution_of_point(&self, point: &[f32]) -> Result<Attribution, ForestError> {
+        let dims = self.params.dimensions;
+        if point.len() != dims {
+            return Err(ForestError::DimensionMismatch { expected: dims, got: point.len() });
+        }
+        let mut attribution = self.zero_attribution();
         if !self.is_ready() {
             return Ok(attribution);
         }
         let mut scratch = Scratch::new(dims);
         for tree in &self.trees {
-            tree.attribution(&point, &self.store, &mut scratch, &mut attribution.high, &mut attribution.low);
+            tree.attribution(point, &self.store, &mut scratch, &mut attribution.high, &mut attribution.low);
         }
         let trees = self.trees.len() as f64;
         attribution.high.iter_mut().chain(attribution.low.iter_mut()).for_each(|v| *v /= trees);
@@ -273,6 +288,65 @@ impl Forest {
         self.process_block(&block, true, &mut scores);
         self.block = block;
         result.map(|()| scores)
+    }
+
+    /// Scores `record` (as [`Forest::score_and_update`] does, in one walk per tree), hands
+    /// `judge` the score, the point it completes and the forest as it was before the
+    /// record (so `judge` can ask for attribution or imputation of the point), then
+    /// learns the record. Returns what `judge` returned.
+    pub fn score_judge_update<T>(
+        &mut self,
+        record: &[f32],
+        judge: impl FnOnce(f64, &[f32], &Forest) -> Result<T, ForestError>,
+    ) -> Result<T, ForestError> {
+        let completed;
+        let record = if self.check_record(record)? {
+            completed = self.complete(record)?;
+            &completed[..]
+        } else {
+            record
+        };
+        self.store.push(record);
+        if !self.store.has_point() {
+            return judge(0.0, &[], self);
+        }
+        let t = self.points + 1;
+        let ready = self.is_ready();
+        let reference = self.store.newest();
+        // First pass: every tree scores, accepting trees draw their placements.
+        let mut scratch = std::mem::take(&mut self.scratch[0]);
+        let mut pending = std::mem::take(&mut scratch.pending);
+        let sample_size = self.params.sample_size;
+        let x = self.store.point(reference);
+        let scores = self.trees.iter().enumerate().map(|(i, tree)| {
+            let accepts = tree.accepts(t, sample_size);
+            let Scratch { descent, lo, hi, spare_descents, .. } = &mut scratch;
+            if accepts {
+                let mut own = spare_descents.pop().unwrap_or_default();
+                let (score, placement) = tree.prepare(x, ready, true, &self.store, &mut own, lo, hi);
+                if let Some(placement) = placement {
+                    pending.push((i, placement, own));
+                }
+                score.unwrap_or(0.0)
+            } else {
+                tree.prepare(x, ready, false, &self.store, descent, lo, hi).0.unwrap_or(0.0)
+            }
+        });
+        let total = sum_by_chunks(scores);
+        let score = if ready { total / self.trees.len() as f64 } else { 0.0 };
+        let judged = judge(score, x, self);
+        // Second pass: the accepting trees take the point.
+        for (i, placement, descent) in pending.drain(..) {
+            self.trees[i].commit(t, placement, &descent, reference, &self.params, &mut scratch.delete_path);
+            scratch.spare_descents.push(descent);
+        }
+        scratch.pending = pending;
+        self.scratch[0] = scratch;
+        self.points = t;
+        if self.store.needs_compaction() {
+            self.compact();
+        }
+        judged
     }
 
     fn learn_one(&mut self, record: &[f32], want_score: bool) -> Result<f64, ForestError> {

@@ -364,3 +364,25 @@ fn memory_stays_bounded_on_a_long_stream() {
     assert!(f.store.len_values() < 40_000 / 2, "the store drops points no tree holds: {}", f.store.len_values());
     assert!(peak < 400 * 1024, "{peak} bytes");
 }
+
+#[test]
+fn judging_between_scoring_and_learning_changes_nothing() {
+    let (values, _) = seed_scenario(2_000, 4);
+    let mut plain = forest(1, 3, 20, 64, 5);
+    let mut judged = forest(1, 3, 20, 64, 5);
+    for &v in &values {
+        let expected_attribution = judged.attribution(&[v]).expect("attribution");
+        let score = plain.score_and_update(&[v]).expect("plain");
+        let (s, attribution) = judged
+            .score_judge_update(&[v], |s, point, forest| {
+                let attribution = if point.is_empty() { None } else { Some(forest.attribution_of_point(point)?) };
+                Ok((s, attribution))
+            })
+            .expect("judged");
+        assert_eq!(s.to_bits(), score.to_bits());
+        if let Some(attribution) = attribution {
+            assert_eq!(attribution, expected_attribution, "the judge sees the forest before it learns");
+        }
+    }
+    assert_eq!(plain.snapshot().expect("snapshot"), judged.snapshot().expect("snapshot"));
+}

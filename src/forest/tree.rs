@@ -140,6 +140,13 @@ impl Descent {
     }
 }
 
+/// What an accepting tree drew in [`Tree::prepare`] and applies in [`Tree::commit`].
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    placement: Option<Placement>,
+    rng: Rng,
+}
+
 /// Reusable buffers so that scoring and updating allocate nothing per point.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Scratch {
@@ -147,6 +154,10 @@ pub(crate) struct Scratch {
     pub(crate) lo: Vec<f32>,
     pub(crate) hi: Vec<f32>,
     pub(crate) delete_path: Vec<PathNode>,
+    /// Trees waiting for their commit, with their descents (see `Forest::score_judge_update`).
+    pub(crate) pending: Vec<(usize, Pending, Descent)>,
+    /// Descents kept for reuse by `pending`.
+    pub(crate) spare_descents: Vec<Descent>,
 }
 
 impl Scratch {
@@ -156,11 +167,16 @@ impl Scratch {
             lo: Vec::with_capacity(dimensions),
             hi: Vec::with_capacity(dimensions),
             delete_path: Vec::with_capacity(PATH_CAPACITY),
+            pending: Vec::new(),
+            spare_descents: Vec::new(),
         }
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
-        let paths = self.descent.nodes.capacity() + self.delete_path.capacity();
+        let spare = self.spare_descents.iter().chain(self.pending.iter().map(|(_, _, d)| d));
+        let paths = self.descent.nodes.capacity()
+            + self.delete_path.capacity()
+            + spare.map(|d| d.nodes.capacity()).sum::<usize>();
         paths * std::mem::size_of::<PathNode>() + (self.lo.capacity() + self.hi.capacity()) * 4
     }
 }
@@ -463,6 +479,11 @@ impl Tree {
         (score * normalizer(n), placement)
     }
 
+    /// Whether this tree's sampler keeps the point arriving at time `t`.
+    pub(crate) fn accepts(&self, t: u64, sample_size: usize) -> bool {
+        self.mass() < sample_size || t >= self.next_accept
+    }
+
     /// Takes the point `x` (stored as `reference`) arriving at time `t`: the sampler
     /// decides whether this tree keeps it; if so it is inserted and the sample with
     /// the largest key evicted. Returns this tree's score of `x` when `scored`.
@@ -477,20 +498,56 @@ impl Tree {
         store: &PointStore,
         scratch: &mut Scratch,
     ) -> Option<f64> {
-        let (sample_size, decay) = (params.sample_size, params.time_decay);
-        let filling = self.mass() < sample_size;
-        let accepts = filling || t >= self.next_accept;
+        let accepts = self.accepts(t, params.sample_size);
+        let Scratch { descent, lo, hi, delete_path, .. } = scratch;
+        let (score, pending) = self.prepare(x, scored, accepts, store, descent, lo, hi);
+        if let Some(pending) = pending {
+            self.commit(t, pending, descent, reference, params, delete_path);
+        }
+        score
+    }
+
+    /// The first half of learning, which leaves the tree as it is: scores `x` (when
+    /// `scored`) and, if the tree `accepts` it, draws where it will go.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prepare(
+        &self,
+        x: &[f32],
+        scored: bool,
+        accepts: bool,
+        store: &PointStore,
+        descent: &mut Descent,
+        lo: &mut Vec<f32>,
+        hi: &mut Vec<f32>,
+    ) -> (Option<f64>, Option<Pending>) {
         // A tree that neither keeps the point nor scores it has nothing to do.
         if !(accepts || scored) {
-            return None;
+            return (None, None);
         }
-        let Scratch { descent, lo, hi, delete_path } = scratch;
         if self.mass() > 0 {
             self.descend(x, descent);
         }
         if !accepts {
-            return Some(self.walk(x, store, descent, lo, hi, None).0);
+            return (Some(self.walk(x, store, descent, lo, hi, None).0), None);
         }
+        let mut rng = self.rng.clone();
+        let (score, placement) = self.walk(x, store, descent, lo, hi, Some(&mut rng));
+        (scored.then_some(score), Some(Pending { placement, rng }))
+    }
+
+    /// The second half: takes the point into the sample where [`Tree::prepare`] placed
+    /// it (on the same `descent`), and evicts the sample with the largest key.
+    pub(crate) fn commit(
+        &mut self,
+        t: u64,
+        pending: Pending,
+        descent: &Descent,
+        reference: u32,
+        params: &ForestParams,
+        delete_path: &mut Vec<PathNode>,
+    ) {
+        let (sample_size, decay) = (params.sample_size, params.time_decay);
+        let filling = self.mass() < sample_size;
         let epoch = sampler::epoch(decay, t);
         if epoch != self.key_epoch {
             let shift = (decay * (epoch - self.key_epoch) as f64) as f32;
@@ -499,8 +556,7 @@ impl Tree {
             self.key_epoch = epoch;
         }
         let t_rel = (t - epoch) as f64;
-        let mut rng = self.rng.clone();
-        let (score, placement) = self.walk(x, store, descent, lo, hi, Some(&mut rng));
+        let Pending { placement, mut rng } = pending;
         let key = if filling {
             sampler::unconditional_key(&mut rng, decay, t_rel)
         } else {
@@ -521,7 +577,6 @@ impl Tree {
             sampler::next_acceptance(&mut rng, decay, t, t_rel, self.max_key)
         };
         self.rng = rng;
-        scored.then_some(score)
     }
 
     /// Inserts point `reference` (with sampler key `key`) where `placement` says;
