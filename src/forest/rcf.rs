@@ -320,25 +320,27 @@ impl Forest {
         let x = self.store.point(reference);
         let scores = self.trees.iter().enumerate().map(|(i, tree)| {
             let accepts = tree.accepts(t, sample_size);
-            let Scratch { descent, lo, hi, spare_descents, .. } = &mut scratch;
-            if accepts {
-                let mut own = spare_descents.pop().unwrap_or_default();
-                let (score, placement) = tree.prepare(x, ready, true, &self.store, &mut own, lo, hi);
-                if let Some(placement) = placement {
-                    pending.push((i, placement, own));
-                }
-                score.unwrap_or(0.0)
-            } else {
-                tree.prepare(x, ready, false, &self.store, descent, lo, hi).0.unwrap_or(0.0)
+            let Scratch { descent, lo, hi, .. } = &mut scratch;
+            let (score, placement) = tree.prepare(x, ready, accepts, &self.store, descent, lo, hi);
+            if let Some(placement) = placement {
+                pending.push((i, placement));
             }
+            score.unwrap_or(0.0)
         });
         let total = sum_by_chunks(scores);
         let score = if ready { total / self.trees.len() as f64 } else { 0.0 };
         let judged = judge(score, x, self);
-        // Second pass: the accepting trees take the point.
-        for (i, placement, descent) in pending.drain(..) {
-            self.trees[i].commit(t, placement, &descent, reference, &self.params, &mut scratch.delete_path);
-            scratch.spare_descents.push(descent);
+        // Second pass: the accepting trees take the point. They are as they were in the
+        // first pass, so descending again finds the same path; keeping every accepting
+        // tree's path instead would cost memory in every model.
+        let Forest { store, trees, params, .. } = self;
+        let x = store.point(reference);
+        for (i, placement) in pending.drain(..) {
+            let tree = &mut trees[i];
+            if tree.mass() > 0 {
+                tree.descend(x, &mut scratch.descent);
+            }
+            tree.commit(t, placement, &scratch.descent, reference, params, &mut scratch.delete_path);
         }
         scratch.pending = pending;
         self.scratch[0] = scratch;

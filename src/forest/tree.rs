@@ -154,10 +154,8 @@ pub(crate) struct Scratch {
     pub(crate) lo: Vec<f32>,
     pub(crate) hi: Vec<f32>,
     pub(crate) delete_path: Vec<PathNode>,
-    /// Trees waiting for their commit, with their descents (see `Forest::score_judge_update`).
-    pub(crate) pending: Vec<(usize, Pending, Descent)>,
-    /// Descents kept for reuse by `pending`.
-    pub(crate) spare_descents: Vec<Descent>,
+    /// Trees waiting for their commit (see `Forest::score_judge_update`).
+    pub(crate) pending: Vec<(usize, Pending)>,
 }
 
 impl Scratch {
@@ -168,16 +166,14 @@ impl Scratch {
             hi: Vec::with_capacity(dimensions),
             delete_path: Vec::with_capacity(PATH_CAPACITY),
             pending: Vec::new(),
-            spare_descents: Vec::new(),
         }
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
-        let spare = self.spare_descents.iter().chain(self.pending.iter().map(|(_, _, d)| d));
-        let paths = self.descent.nodes.capacity()
-            + self.delete_path.capacity()
-            + spare.map(|d| d.nodes.capacity()).sum::<usize>();
-        paths * std::mem::size_of::<PathNode>() + (self.lo.capacity() + self.hi.capacity()) * 4
+        let paths = self.descent.nodes.capacity() + self.delete_path.capacity();
+        paths * std::mem::size_of::<PathNode>()
+            + (self.lo.capacity() + self.hi.capacity()) * 4
+            + self.pending.capacity() * std::mem::size_of::<(usize, Pending)>()
     }
 }
 
