@@ -77,14 +77,18 @@ pub struct NabArgs {
     /// none, normalize, difference or normalize_difference.
     #[arg(long, default_value = "none")]
     pub transform: String,
-    /// What NAB's threshold sweep runs over: the raw forest score, or the adaptive
-    /// threshold's grade (0 for points it does not flag).
-    #[arg(long, value_enum, default_value_t = NabScore::Raw)]
+    /// What NAB's threshold sweep runs over: `peak` (anomaly_score where it is higher
+    /// than in the --peak-window records before, else 0: one detection per burst),
+    /// `raw` (anomaly_score), or `grade` (the adaptive threshold's anomaly_grade).
+    #[arg(long, value_enum, default_value_t = NabScore::Peak)]
     pub score: NabScore,
+    #[arg(long, default_value_t = 64)]
+    pub peak_window: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NabScore {
+    Peak,
     Raw,
     Grade,
 }
@@ -219,9 +223,12 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
         for &value in &s.values {
             let output = model.process(&[f64::from(value)]).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
             scores.push(match args.score {
-                NabScore::Raw => output.anomaly_score,
+                NabScore::Peak | NabScore::Raw => output.anomaly_score,
                 NabScore::Grade => output.anomaly_grade,
             });
+        }
+        if args.score == NabScore::Peak {
+            scores = crate::eval::nab::peaks(&scores, args.peak_window);
         }
         all_scores.push(scores);
     }

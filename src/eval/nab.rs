@@ -35,6 +35,18 @@ pub struct Outcome {
     pub false_positives: usize,
 }
 
+/// `scores` kept only where a score is higher than every score in the `window` rows
+/// before it, else 0: one detection per burst, as an alert that fires on a new high
+/// would give, so that the rows after a spike do not count as false positives.
+pub fn peaks(scores: &[f64], window: usize) -> Vec<f64> {
+    (0..scores.len())
+        .map(|i| {
+            let recent = &scores[i.saturating_sub(window)..i];
+            if recent.iter().all(|&s| scores[i] > s) { scores[i] } else { 0.0 }
+        })
+        .collect()
+}
+
 /// Rows at the start of a file whose detections are ignored.
 pub fn probation(rows: usize) -> usize {
     ((rows as f64 * 0.15).floor() as usize).min(750)
@@ -229,6 +241,12 @@ mod tests {
         for threshold in [f64::INFINITY, 0.95, 0.9, 0.4, 0.0] {
             assert!(evaluate(&files, threshold, &standard()).raw <= best.raw);
         }
+    }
+
+    #[test]
+    fn peaks_keep_new_highs_only() {
+        let scores = [0.5, 3.0, 2.9, 2.0, 3.5, 1.0, 1.0, 1.0, 1.2];
+        assert_eq!(peaks(&scores, 3), [0.5, 3.0, 0.0, 0.0, 3.5, 0.0, 0.0, 0.0, 1.2]);
     }
 
     #[test]
