@@ -34,6 +34,9 @@ pub struct Forest {
     block: Vec<f32>,
     #[serde(skip)]
     block_points: Vec<BlockPoint>,
+    /// The score of a single record learned through `process_block`, kept to reuse.
+    #[serde(skip)]
+    one_score: Vec<f64>,
 }
 
 /// Records are learned in blocks of up to this many, tree by tree: a tree's nodes stay
@@ -102,6 +105,7 @@ impl Forest {
             points: 0,
             block: Vec::with_capacity(BLOCK * params.features),
             block_points: Vec::with_capacity(BLOCK),
+            one_score: Vec::with_capacity(1),
             params,
         }
     }
@@ -352,14 +356,17 @@ impl Forest {
     }
 
     fn learn_one(&mut self, record: &[f32], want_score: bool) -> Result<f64, ForestError> {
-        let mut score = Vec::with_capacity(1);
+        let mut score = std::mem::take(&mut self.one_score);
+        score.clear();
         if self.check_record(record)? {
             let completed = self.complete(record)?;
             self.process_block(&completed, want_score, &mut score);
         } else {
             self.process_block(record, want_score, &mut score);
         }
-        Ok(score.first().copied().unwrap_or(0.0))
+        let first = score.first().copied().unwrap_or(0.0);
+        self.one_score = score;
+        Ok(first)
     }
 
     /// Learns the checked records in `records` (concatenated), appending one score per
