@@ -1,8 +1,9 @@
-//! `rcfd score`: runs a CSV through one detector's model, row by row (score, judge,
-//! explain, learn), and writes every row back with the model's outputs appended:
-//! `anomaly_score, anomaly_grade, confidence, is_anomaly`, then for anomalies the
-//! attribution per feature (`name DIRECTION strength`, `;`-separated) and the expected
-//! values (`name=value`).
+//! `rcfd score`: runs a CSV or NDJSON file through one detector's model, row by row
+//! (score, judge, explain, learn), and writes every row back with the model's outputs:
+//! for CSV appended as columns `anomaly_score, anomaly_grade, confidence, is_anomaly`,
+//! then for anomalies the attribution per feature (`name DIRECTION strength`,
+//! `;`-separated) and the expected values (`name=value`); for NDJSON (a first line
+//! starting with `{`) added as fields of each object.
 //!
 //! The CSV is plain: comma-separated, no quoting. A first line with a non-numeric field
 //! is a header. The features are the detector's (`--detector FILE`, matched by header
@@ -35,6 +36,10 @@ pub enum ScoreCsvError {
     Model { line: usize, source: ModelError },
     #[error("detector: {0}")]
     Config(#[from] ConfigError),
+    #[error("line {line}: not a JSON object: {reason}")]
+    NotJson { line: usize, reason: String },
+    #[error("line {line}: field `{field}` is not a number")]
+    NotANumberField { line: usize, field: String },
 }
 
 /// How to score: a detector file, or the default detector with these settings.
@@ -71,12 +76,40 @@ fn positions(header: &[String], names: &[String]) -> Result<Vec<usize>, ScoreCsv
         .collect()
 }
 
-/// Scores every data row of `input` and writes it, with the outputs, to `output`;
-/// returns the number of rows scored.
-pub fn score_csv(input: impl BufRead, mut output: impl Write, settings: &ScoreSettings) -> Result<usize, ScoreCsvError> {
+/// The model for features `names`: the detector's, or the default one with `settings`.
+fn build_model(settings: &ScoreSettings, names: &[String]) -> Result<Model, ScoreCsvError> {
+    let config = settings.detector.clone().unwrap_or_else(|| DetectorConfig {
+        name: "score".into(),
+        preset: None,
+        entity_key: vec!["file".into()],
+        features: names.to_vec(),
+        transform: settings.transform,
+        forest: Some(settings.forest.clone()),
+        threshold: Default::default(),
+    });
+    Ok(Model::new(&config.validate()?))
+}
+
+/// Scores every row of `input` (CSV, or NDJSON when the first line starts with `{`)
+/// and writes it, with the outputs, to `output`; returns the number of rows scored.
+pub fn score_csv(input: impl BufRead, output: impl Write, settings: &ScoreSettings) -> Result<usize, ScoreCsvError> {
     let mut lines = input.lines().enumerate().map(|(i, l)| (i + 1, l));
     let Some((first_line, first)) = lines.next() else { return Err(ScoreCsvError::Empty) };
     let first = first?;
+    if first.trim_start().starts_with('{') {
+        let rest = lines.map(|(n, l)| l.map(|l| (n, l)));
+        return score_ndjson(std::iter::once(Ok((first_line, first))).chain(rest), output, settings);
+    }
+    score_rows(first_line, first, lines, output, settings)
+}
+
+fn score_rows(
+    first_line: usize,
+    first: String,
+    lines: impl Iterator<Item = (usize, std::io::Result<String>)>,
+    mut output: impl Write,
+    settings: &ScoreSettings,
+) -> Result<usize, ScoreCsvError> {
     let is_header = first.split(',').any(|f| !f.trim().is_empty() && f.trim().parse::<f64>().is_err());
     let header: Vec<String> =
         if is_header { first.split(',').map(|f| f.trim().to_owned()).collect() } else { Vec::new() };
@@ -108,20 +141,11 @@ pub fn score_csv(input: impl BufRead, mut output: impl Write, settings: &ScoreSe
             }
             let names: Vec<String> =
                 features.iter().map(|&c| header.get(c).cloned().unwrap_or_else(|| format!("column{}", c + 1))).collect();
-            let config = settings.detector.clone().unwrap_or_else(|| DetectorConfig {
-                name: "score".into(),
-                preset: None,
-                entity_key: vec!["file".into()],
-                features: names.clone(),
-                transform: settings.transform,
-                forest: Some(settings.forest.clone()),
-                threshold: Default::default(),
-            });
-            let detector = config.validate()?;
+            let built = build_model(settings, &names)?;
             if is_header {
                 writeln!(output, "{first},anomaly_score,anomaly_grade,confidence,is_anomaly,attribution,expected_values")?;
             }
-            model = Some((Model::new(&detector), features, names));
+            model = Some((built, features, names));
         }
         let Some((model, features, names)) = model.as_mut() else { continue };
         let mut values = Vec::with_capacity(features.len());
@@ -151,6 +175,68 @@ pub fn score_csv(input: impl BufRead, mut output: impl Write, settings: &ScoreSe
             attribution.join(";"),
             expected.join(";")
         )?;
+        rows += 1;
+    }
+    if rows == 0 {
+        return Err(ScoreCsvError::Empty);
+    }
+    Ok(rows)
+}
+
+/// The NDJSON variant: each line an object; features are the detector's fields, the
+/// `--columns`, or every numeric field of the first object except `timestamp`.
+fn score_ndjson(
+    lines: impl Iterator<Item = std::io::Result<(usize, String)>>,
+    mut output: impl Write,
+    settings: &ScoreSettings,
+) -> Result<usize, ScoreCsvError> {
+    use serde_json::{json, Map, Value};
+    let mut model: Option<(Model, Vec<String>)> = None;
+    let mut rows = 0;
+    for item in lines {
+        let (line, text) = item?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let mut object: Map<String, Value> = serde_json::from_str(&text)
+            .map_err(|e| ScoreCsvError::NotJson { line, reason: e.to_string() })?;
+        if model.is_none() {
+            let names: Vec<String> = match (&settings.detector, &settings.columns) {
+                (Some(detector), _) => detector.features.clone(),
+                (None, Some(columns)) => columns.clone(),
+                (None, None) => object
+                    .iter()
+                    .filter(|(k, v)| k.as_str() != "timestamp" && v.is_number())
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+            };
+            if names.is_empty() {
+                return Err(ScoreCsvError::NoFeatures { line });
+            }
+            model = Some((build_model(settings, &names)?, names));
+        }
+        let Some((model, names)) = model.as_mut() else { continue };
+        let mut values = Vec::with_capacity(names.len());
+        for name in names.iter() {
+            values.push(match object.get(name) {
+                None | Some(Value::Null) => f64::NAN,
+                Some(v) => v.as_f64().ok_or_else(|| ScoreCsvError::NotANumberField { line, field: name.clone() })?,
+            });
+        }
+        let out = model.process(&values).map_err(|source| ScoreCsvError::Model { line, source })?;
+        object.insert("anomaly_score".into(), json!(out.anomaly_score));
+        object.insert("anomaly_grade".into(), json!(out.anomaly_grade));
+        object.insert("confidence".into(), json!(out.confidence));
+        object.insert("is_anomaly".into(), json!(out.is_anomaly));
+        if out.is_anomaly {
+            let attribution: Map<String, Value> =
+                names.iter().zip(&out.attribution).map(|(n, a)| (n.clone(), json!(a))).collect();
+            let expected: Map<String, Value> =
+                names.iter().zip(&out.expected_values).map(|(n, v)| (n.clone(), json!(v))).collect();
+            object.insert("attribution".into(), Value::Object(attribution));
+            object.insert("expected_values".into(), Value::Object(expected));
+        }
+        writeln!(output, "{}", Value::Object(object))?;
         rows += 1;
     }
     if rows == 0 {
@@ -207,6 +293,26 @@ mod tests {
         assert!(matches!(run("", None), Err(ScoreCsvError::Empty)));
         let err = run("a,b\n1,2\n3\n", None).expect_err("short row");
         assert_eq!(err.to_string(), "line 3: expected at least 2 columns, found 1");
+    }
+
+    #[test]
+    fn ndjson_rows_get_the_outputs_as_fields() {
+        let mut input = String::new();
+        for i in 0..600 {
+            let value = if i == 500 { 115 } else { 10 + (i * 7) % 11 };
+            input.push_str(&format!("{{\"timestamp\": {i}, \"iotName\": \"DemoSensor\", \"iotValue\": {value}}}\n"));
+        }
+        let out = run(&input, None).expect("scores");
+        let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+        assert_eq!(rows.len(), 600);
+        let flagged: Vec<i64> = rows.iter().filter(|r| r["is_anomaly"] == true).map(|r| r["timestamp"].as_i64().expect("ts")).collect();
+        assert_eq!(flagged, [500]);
+        let spike = &rows[500];
+        assert_eq!(spike["iotName"], "DemoSensor", "input fields are kept");
+        assert_eq!(spike["attribution"]["iotValue"]["direction"], "HIGH");
+        assert!(spike["expected_values"]["iotValue"].as_f64().is_some_and(|v| (9.0..=21.0).contains(&v)));
+        let err = run("{\"v\": 1}\n{\"v\": \"x\"}\n", None).expect_err("not a number");
+        assert_eq!(err.to_string(), "line 2: field `v` is not a number");
     }
 
     #[test]
