@@ -70,51 +70,54 @@ impl PointStore {
     }
 
     /// Keeps only the windows of `live` references and the records that start the next
-    /// shingle; returns the old-to-new reference map for the trees to apply.
+    /// shingle, moving them down in place; returns the old-to-new reference map for the
+    /// trees to apply.
     pub(crate) fn compact(&mut self, live: &mut Vec<u32>) -> Vec<u32> {
-        let records_held = self.values.len() / self.features;
-        let window = (self.dimensions / self.features) as u32;
+        let features = self.features;
+        let records_held = self.values.len() / features;
+        let window = (self.dimensions / features) as u32;
         // The newest shingle_size - 1 records start the next point: always keep them.
         let tail_start = records_held.saturating_sub(window as usize - 1) as u32;
         live.sort_unstable();
         live.dedup();
         let mut map = vec![u32::MAX; records_held];
-        let mut kept = Vec::with_capacity(self.values.len());
-        // Copy each live window once; overlapping windows share their records.
-        let mut copied_until = 0u32; // old record index up to which records are copied
-        let mut new_of_copied_start = 0u32; // new index of old record `copied_run_start`
-        let mut copied_run_start = 0u32;
-        let copy_record = |old: u32, kept: &mut Vec<f32>| {
-            let s = old as usize * self.features;
-            kept.extend_from_slice(&self.values[s..s + self.features]);
+        // Records are kept in order and only ever move down, so one pass can move them in
+        // place. `kept` counts the records kept so far; each live window is kept once,
+        // overlapping windows share their records.
+        let mut kept = 0usize;
+        let mut next_old = 0u32; // old records before this are kept or dropped already
+        let mut keep = |old: u32, kept: &mut usize, values: &mut Vec<f32>| {
+            let from = old as usize * features;
+            values.copy_within(from..from + features, *kept * features);
+            *kept += 1;
         };
         for &r in live.iter().chain(std::iter::once(&tail_start)) {
-            if r >= copied_until {
-                // Start a new run at r.
-                copied_run_start = r;
-                new_of_copied_start = (kept.len() / self.features) as u32;
-                copied_until = r;
-            }
             let end = (r + window).min(records_held as u32);
-            while copied_until < end {
-                copy_record(copied_until, &mut kept);
-                copied_until += 1;
+            let start = r.max(next_old);
+            // The new index of r: where it was kept, or where it is about to be.
+            let first_new = kept - (next_old.saturating_sub(r)) as usize;
+            for old in start..end {
+                keep(old, &mut kept, &mut self.values);
             }
+            next_old = next_old.max(end);
             if (r as usize) < records_held {
-                map[r as usize] = new_of_copied_start + (r - copied_run_start);
+                map[r as usize] = first_new as u32;
             }
         }
-        // The tail must stay contiguous at the end: copy any records after the last run.
-        while (copied_until as usize) < records_held {
-            copy_record(copied_until, &mut kept);
-            copied_until += 1;
+        // The tail must stay contiguous at the end: keep any records after the last run.
+        for old in next_old..records_held as u32 {
+            keep(old, &mut kept, &mut self.values);
         }
-        let growth = ((kept.len() as f64 * GROWTH_BEFORE_COMPACTION) as usize)
-            .max(MIN_RECORDS_BEFORE_COMPACTION * self.features);
-        self.compact_at = kept.len() + growth;
+        self.values.truncate(kept * features);
+        let growth = ((self.values.len() as f64 * GROWTH_BEFORE_COMPACTION) as usize)
+            .max(MIN_RECORDS_BEFORE_COMPACTION * features);
+        self.compact_at = self.values.len() + growth;
         // Exactly the room needed until the next compaction, not Vec's doubling.
-        self.values = Vec::with_capacity(self.compact_at);
-        self.values.extend_from_slice(&kept);
+        if self.values.capacity() > 2 * self.compact_at {
+            self.values.shrink_to(self.compact_at);
+        } else {
+            self.values.reserve_exact(self.compact_at - self.values.len());
+        }
         map
     }
 

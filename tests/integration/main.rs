@@ -4,6 +4,7 @@
 //! Endpoints come from the environment, so the same tests run against real AWS:
 //! set `RCFD_TEST_REAL_AWS=1` and leave the `AWS_ENDPOINT_URL_*` variables unset.
 
+mod allocations;
 mod servers;
 mod smoke_dynamodb;
 mod smoke_kinesis;
