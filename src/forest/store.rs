@@ -86,7 +86,7 @@ impl PointStore {
         // overlapping windows share their records.
         let mut kept = 0usize;
         let mut next_old = 0u32; // old records before this are kept or dropped already
-        let mut keep = |old: u32, kept: &mut usize, values: &mut Vec<f32>| {
+        let keep = |old: u32, kept: &mut usize, values: &mut Vec<f32>| {
             let from = old as usize * features;
             values.copy_within(from..from + features, *kept * features);
             *kept += 1;
