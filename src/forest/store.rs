@@ -113,7 +113,7 @@ impl PointStore {
             .max(MIN_RECORDS_BEFORE_COMPACTION * features);
         self.compact_at = self.values.len() + growth;
         // Exactly the room needed until the next compaction, not Vec's doubling.
-        if self.values.capacity() > 2 * self.compact_at {
+        if self.values.capacity() > self.compact_at {
             self.values.shrink_to(self.compact_at);
         } else {
             self.values.reserve_exact(self.compact_at - self.values.len());
