@@ -25,6 +25,14 @@ die() { log "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------- install (idempotent)
 
+require_tools() {
+    local missing=() tool
+    for tool in cargo java mvn node npm python3 curl; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    ((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} (needs Rust, Java 17 with Maven, Node 20 with npm, Python 3, curl)"
+}
+
 install_opensearch() {
     local pom="$ROOT/tests/servers/pom.xml" dir="$CACHE/opensearch"
     local stamp; stamp="$(sha256sum "$pom" | cut -c1-16)"
@@ -167,6 +175,7 @@ await_servers() {
 
 # ---------------------------------------------------------------- main
 
+require_tools
 install_opensearch
 install_kinesis_mock
 install_moto
