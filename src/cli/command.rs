@@ -76,7 +76,7 @@ pub struct NabArgs {
     pub seed: u64,
     /// none, normalize, difference or normalize_difference.
     #[arg(long, default_value = "none")]
-    pub transform: String,
+    pub transform: crate::detector::config::Transform,
     /// What NAB's threshold sweep runs over: `peak` (anomaly_score where it is higher
     /// than in the --peak-window records before, else 0: one detection per burst),
     /// `raw` (anomaly_score), or `grade` (the adaptive threshold's anomaly_grade).
@@ -109,7 +109,7 @@ pub struct ScoreArgs {
     pub columns: Option<Vec<String>>,
     /// none, normalize, difference or normalize_difference (without --detector).
     #[arg(long, default_value = "none")]
-    pub transform: String,
+    pub transform: crate::detector::config::Transform,
     /// Records per point (internal shingling); 1 means none.
     #[arg(long, default_value_t = 1)]
     pub shingle_size: usize,
@@ -154,7 +154,7 @@ fn score(args: ScoreArgs) -> ExitCode {
 }
 
 fn run_score(args: &ScoreArgs) -> anyhow::Result<usize> {
-    use crate::detector::config::{DetectorConfig, ForestSettings, Transform};
+    use crate::detector::config::{DetectorConfig, ForestSettings};
     use anyhow::Context;
 
     let detector = match &args.detector {
@@ -164,12 +164,10 @@ fn run_score(args: &ScoreArgs) -> anyhow::Result<usize> {
         }
         None => None,
     };
-    let transform: Transform = serde_json::from_value(serde_json::Value::String(args.transform.clone()))
-        .map_err(|_| anyhow::anyhow!("--transform {}: one of none, normalize, difference, normalize_difference", args.transform))?;
     let settings = super::ScoreSettings {
         detector,
         columns: args.columns.clone(),
-        transform,
+        transform: args.transform,
         forest: ForestSettings {
             trees: args.trees,
             sample_size: args.sample_size,
@@ -192,11 +190,11 @@ fn run_score(args: &ScoreArgs) -> anyhow::Result<usize> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    Ok(super::score_csv(input, output, &settings)?)
+    Ok(super::score_file(input, output, &settings)?)
 }
 
 fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
-    use crate::detector::config::DetectorConfig;
+    use crate::detector::config::{DetectorConfig, ForestSettings};
     use crate::detector::model::Model;
     use crate::eval::{corpus, nab::ScoredFile};
 
@@ -208,11 +206,18 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
     let series = corpus::load(&args.data, &args.labels)?;
     let config = match &args.detector {
         Some(path) => DetectorConfig::from_toml(&std::fs::read_to_string(path)?)?,
-        None => DetectorConfig::from_toml(&format!(
-            "name = \"nab\"\nentity_key = [\"file\"]\nfeatures = [\"value\"]\ntransform = \"{}\"\n\
-             [forest]\nshingle_size = {}\ntrees = {}\nsample_size = {}\nseed = {}\n",
-            args.transform, args.shingle_size, args.trees, args.sample_size, args.seed
-        ))?,
+        None => DetectorConfig::offline(
+            "nab",
+            vec!["value".into()],
+            args.transform,
+            ForestSettings {
+                shingle_size: args.shingle_size,
+                trees: args.trees,
+                sample_size: args.sample_size,
+                seed: args.seed,
+                ..ForestSettings::default()
+            },
+        ),
     };
     let detector = config.validate()?;
     anyhow::ensure!(detector.features.len() == 1, "a NAB series has one value: the detector must have one feature");

@@ -5,4 +5,4 @@ mod command;
 mod score;
 
 pub use command::{run, Cli};
-pub use score::{score_csv, ScoreCsvError, ScoreSettings};
+pub use score::{score_file, ScoreError, ScoreSettings};

@@ -17,7 +17,7 @@ use crate::detector::config::{ConfigError, DetectorConfig, ForestSettings, Trans
 use crate::detector::model::{Direction, Model, ModelError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ScoreCsvError {
+pub enum ScoreError {
     #[error("reading or writing: {0}")]
     Io(#[from] std::io::Error),
     #[error("the input has no data rows")]
@@ -52,23 +52,23 @@ pub struct ScoreSettings {
 }
 
 /// Parses a cell: a number, or NaN (missing) when empty.
-fn cell(line: usize, column: usize, value: &str) -> Result<f64, ScoreCsvError> {
+fn cell(line: usize, column: usize, value: &str) -> Result<f64, ScoreError> {
     let value = value.trim();
     if value.is_empty() {
         return Ok(f64::NAN);
     }
-    value.parse::<f64>().map_err(|_| ScoreCsvError::NotANumber { line, column: column + 1, value: value.to_owned() })
+    value.parse::<f64>().map_err(|_| ScoreError::NotANumber { line, column: column + 1, value: value.to_owned() })
 }
 
 /// Header positions of `names`.
-fn positions(header: &[String], names: &[String]) -> Result<Vec<usize>, ScoreCsvError> {
+fn positions(header: &[String], names: &[String]) -> Result<Vec<usize>, ScoreError> {
     if header.is_empty() {
-        return Err(ScoreCsvError::NoHeader);
+        return Err(ScoreError::NoHeader);
     }
     names
         .iter()
         .map(|name| {
-            header.iter().position(|h| h == name).ok_or_else(|| ScoreCsvError::UnknownColumn {
+            header.iter().position(|h| h == name).ok_or_else(|| ScoreError::UnknownColumn {
                 name: name.clone(),
                 available: header.join(", "),
             })
@@ -77,24 +77,18 @@ fn positions(header: &[String], names: &[String]) -> Result<Vec<usize>, ScoreCsv
 }
 
 /// The model for features `names`: the detector's, or the default one with `settings`.
-fn build_model(settings: &ScoreSettings, names: &[String]) -> Result<Model, ScoreCsvError> {
-    let config = settings.detector.clone().unwrap_or_else(|| DetectorConfig {
-        name: "score".into(),
-        preset: None,
-        entity_key: vec!["file".into()],
-        features: names.to_vec(),
-        transform: settings.transform,
-        forest: Some(settings.forest.clone()),
-        threshold: Default::default(),
+fn build_model(settings: &ScoreSettings, names: &[String]) -> Result<Model, ScoreError> {
+    let config = settings.detector.clone().unwrap_or_else(|| {
+        DetectorConfig::offline("score", names.to_vec(), settings.transform, settings.forest.clone())
     });
     Ok(Model::new(&config.validate()?))
 }
 
 /// Scores every row of `input` (CSV, or NDJSON when the first line starts with `{`)
 /// and writes it, with the outputs, to `output`; returns the number of rows scored.
-pub fn score_csv(input: impl BufRead, output: impl Write, settings: &ScoreSettings) -> Result<usize, ScoreCsvError> {
+pub fn score_file(input: impl BufRead, output: impl Write, settings: &ScoreSettings) -> Result<usize, ScoreError> {
     let mut lines = input.lines().enumerate().map(|(i, l)| (i + 1, l));
-    let Some((first_line, first)) = lines.next() else { return Err(ScoreCsvError::Empty) };
+    let Some((first_line, first)) = lines.next() else { return Err(ScoreError::Empty) };
     let first = first?;
     if first.trim_start().starts_with('{') {
         let rest = lines.map(|(n, l)| l.map(|l| (n, l)));
@@ -109,7 +103,7 @@ fn score_rows(
     lines: impl Iterator<Item = (usize, std::io::Result<String>)>,
     mut output: impl Write,
     settings: &ScoreSettings,
-) -> Result<usize, ScoreCsvError> {
+) -> Result<usize, ScoreError> {
     let is_header = first.split(',').any(|f| !f.trim().is_empty() && f.trim().parse::<f64>().is_err());
     let header: Vec<String> =
         if is_header { first.split(',').map(|f| f.trim().to_owned()).collect() } else { Vec::new() };
@@ -137,7 +131,7 @@ fn score_rows(
                     .collect()
             });
             if features.is_empty() {
-                return Err(ScoreCsvError::NoFeatures { line });
+                return Err(ScoreError::NoFeatures { line });
             }
             let names: Vec<String> =
                 features.iter().map(|&c| header.get(c).cloned().unwrap_or_else(|| format!("column{}", c + 1))).collect();
@@ -150,10 +144,10 @@ fn score_rows(
         let Some((model, features, names)) = model.as_mut() else { continue };
         let mut values = Vec::with_capacity(features.len());
         for &column in features.iter() {
-            let value = fields.get(column).ok_or(ScoreCsvError::ShortRow { line, expected: column + 1, found: fields.len() })?;
+            let value = fields.get(column).ok_or(ScoreError::ShortRow { line, expected: column + 1, found: fields.len() })?;
             values.push(cell(line, column, value)?);
         }
-        let out = model.process(&values).map_err(|source| ScoreCsvError::Model { line, source })?;
+        let out = model.process(&values).map_err(|source| ScoreError::Model { line, source })?;
         let attribution: Vec<String> = out
             .attribution
             .iter()
@@ -178,7 +172,7 @@ fn score_rows(
         rows += 1;
     }
     if rows == 0 {
-        return Err(ScoreCsvError::Empty);
+        return Err(ScoreError::Empty);
     }
     Ok(rows)
 }
@@ -189,7 +183,7 @@ fn score_ndjson(
     lines: impl Iterator<Item = std::io::Result<(usize, String)>>,
     mut output: impl Write,
     settings: &ScoreSettings,
-) -> Result<usize, ScoreCsvError> {
+) -> Result<usize, ScoreError> {
     use serde_json::{json, Map, Value};
     let mut model: Option<(Model, Vec<String>)> = None;
     let mut rows = 0;
@@ -199,7 +193,7 @@ fn score_ndjson(
             continue;
         }
         let mut object: Map<String, Value> = serde_json::from_str(&text)
-            .map_err(|e| ScoreCsvError::NotJson { line, reason: e.to_string() })?;
+            .map_err(|e| ScoreError::NotJson { line, reason: e.to_string() })?;
         if model.is_none() {
             let names: Vec<String> = match (&settings.detector, &settings.columns) {
                 (Some(detector), _) => detector.features.clone(),
@@ -211,7 +205,7 @@ fn score_ndjson(
                     .collect(),
             };
             if names.is_empty() {
-                return Err(ScoreCsvError::NoFeatures { line });
+                return Err(ScoreError::NoFeatures { line });
             }
             model = Some((build_model(settings, &names)?, names));
         }
@@ -220,10 +214,10 @@ fn score_ndjson(
         for name in names.iter() {
             values.push(match object.get(name) {
                 None | Some(Value::Null) => f64::NAN,
-                Some(v) => v.as_f64().ok_or_else(|| ScoreCsvError::NotANumberField { line, field: name.clone() })?,
+                Some(v) => v.as_f64().ok_or_else(|| ScoreError::NotANumberField { line, field: name.clone() })?,
             });
         }
-        let out = model.process(&values).map_err(|source| ScoreCsvError::Model { line, source })?;
+        let out = model.process(&values).map_err(|source| ScoreError::Model { line, source })?;
         object.insert("anomaly_score".into(), json!(out.anomaly_score));
         object.insert("anomaly_grade".into(), json!(out.anomaly_grade));
         object.insert("confidence".into(), json!(out.confidence));
@@ -240,7 +234,7 @@ fn score_ndjson(
         rows += 1;
     }
     if rows == 0 {
-        return Err(ScoreCsvError::Empty);
+        return Err(ScoreError::Empty);
     }
     Ok(rows)
 }
@@ -249,14 +243,14 @@ fn score_ndjson(
 mod tests {
     use super::*;
 
-    fn run(input: &str, columns: Option<&[&str]>) -> Result<String, ScoreCsvError> {
+    fn run(input: &str, columns: Option<&[&str]>) -> Result<String, ScoreError> {
         let settings = ScoreSettings {
             columns: columns.map(|c| c.iter().map(|s| s.to_string()).collect()),
             forest: ForestSettings { trees: 20, sample_size: 64, ..ForestSettings::default() },
             ..ScoreSettings::default()
         };
         let mut out = Vec::new();
-        score_csv(input.as_bytes(), &mut out, &settings)?;
+        score_file(input.as_bytes(), &mut out, &settings)?;
         Ok(String::from_utf8(out).expect("utf-8"))
     }
 
@@ -289,8 +283,8 @@ mod tests {
         assert_eq!(err.to_string(), "line 3, column 2: `x` is not a number");
         let err = run("a,b\n1,2\n", Some(&["c"])).expect_err("no column c");
         assert_eq!(err.to_string(), "column `c` is not in the header (columns: a, b)");
-        assert!(matches!(run("1,2\n", Some(&["a"])), Err(ScoreCsvError::NoHeader)));
-        assert!(matches!(run("", None), Err(ScoreCsvError::Empty)));
+        assert!(matches!(run("1,2\n", Some(&["a"])), Err(ScoreError::NoHeader)));
+        assert!(matches!(run("", None), Err(ScoreError::Empty)));
         let err = run("a,b\n1,2\n3\n", None).expect_err("short row");
         assert_eq!(err.to_string(), "line 3: expected at least 2 columns, found 1");
     }
@@ -313,6 +307,8 @@ mod tests {
         assert!(spike["expected_values"]["iotValue"].as_f64().is_some_and(|v| (9.0..=21.0).contains(&v)));
         let err = run("{\"v\": 1}\n{\"v\": \"x\"}\n", None).expect_err("not a number");
         assert_eq!(err.to_string(), "line 2: field `v` is not a number");
+        let err = run("{\"v\": 1}\n{\"v\": 1,\n", None).expect_err("broken JSON");
+        assert!(err.to_string().starts_with("line 2: not a JSON object: "), "{err}");
     }
 
     #[test]

@@ -10,6 +10,16 @@ use crate::forest::{ForestConfig, ForestError, ForestParams};
 /// Points of time decay the Kinesis Analytics RANDOM_CUT_FOREST function uses.
 pub const KINESIS_ANALYTICS_TIME_DECAY_POINTS: f64 = 100_000.0;
 
+impl std::str::FromStr for Transform {
+    type Err = String;
+
+    /// The names the TOML files use (`none`, `normalize`, `difference`, `normalize_difference`).
+    fn from_str(name: &str) -> Result<Self, String> {
+        serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name))
+            .map_err(|_| format!("`{name}`: one of none, normalize, difference, normalize_difference"))
+    }
+}
+
 /// How values are transformed before the forest sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,6 +143,20 @@ fn names_are_valid(field: &str, names: &[String]) -> Result<(), ConfigError> {
 }
 
 impl DetectorConfig {
+    /// A detector for one series or file, which has no entity field to key models by
+    /// (offline scoring and evaluation).
+    pub fn offline(name: &str, features: Vec<String>, transform: Transform, forest: ForestSettings) -> Self {
+        DetectorConfig {
+            name: name.to_owned(),
+            preset: None,
+            entity_key: vec!["file".into()],
+            features,
+            transform,
+            forest: Some(forest),
+            threshold: ThresholdConfig::default(),
+        }
+    }
+
     /// Parses a detector from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
@@ -221,6 +245,15 @@ mod tests {
         assert_eq!(detector.forest.time_decay, 0.1 / 256.0);
         assert_eq!(detector.threshold.z, 3.5);
         assert_eq!(detector.threshold.min_score, ThresholdConfig::default().min_score);
+    }
+
+    #[test]
+    fn transforms_parse_by_their_file_names() {
+        assert_eq!("normalize_difference".parse::<Transform>(), Ok(Transform::NormalizeDifference));
+        assert_eq!(
+            "log".parse::<Transform>(),
+            Err("`log`: one of none, normalize, difference, normalize_difference".to_owned())
+        );
     }
 
     #[test]
