@@ -19,6 +19,10 @@ pub enum RegistryError {
     UnknownDetector(String),
     #[error("the entity key is empty")]
     EmptyEntity,
+    #[error("detector `{0}` already exists")]
+    DetectorExists(String),
+    #[error("no model of detector `{detector}` for entity `{entity}`")]
+    UnknownModel { detector: String, entity: String },
     #[error("event time {event_ms} ms is {late_ms} ms before {entity}'s latest event; at most {max_ms} ms is allowed")]
     Late { entity: String, event_ms: i64, late_ms: i64, max_ms: i64 },
     #[error(transparent)]
@@ -35,6 +39,15 @@ pub enum Processed {
     AlreadyLearned,
 }
 
+/// What an inspection shows of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub points_seen: u64,
+    pub memory_bytes: usize,
+    pub last_score: f64,
+    pub latest_event_ms: Option<i64>,
+}
+
 /// Counts a registry keeps (the service exports them as metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RegistryStats {
@@ -48,6 +61,32 @@ struct Resident {
     last_used: u64,
     positions: Vec<SourcePosition>,
     latest_event_ms: Option<i64>,
+    last_score: f64,
+}
+
+impl Resident {
+    fn fresh(model: Model) -> Self {
+        Resident { model, last_used: 0, positions: Vec::new(), latest_event_ms: None, last_score: 0.0 }
+    }
+
+    fn restored(snapshot: Snapshot, detector: &Detector) -> Result<Self, RegistryError> {
+        Ok(Resident {
+            model: Model::restore(&snapshot.model, detector)?,
+            last_used: 0,
+            positions: snapshot.positions,
+            latest_event_ms: snapshot.latest_event_ms,
+            last_score: snapshot.last_score,
+        })
+    }
+
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            points_seen: self.model.forest().points_seen(),
+            memory_bytes: self.model.memory_bytes(),
+            last_score: self.last_score,
+            latest_event_ms: self.latest_event_ms,
+        }
+    }
 }
 
 pub struct Registry {
@@ -132,6 +171,7 @@ impl Registry {
             }
         }
         let output = resident.model.process(values)?;
+        resident.last_score = output.anomaly_score;
         resident.latest_event_ms = Some(resident.latest_event_ms.map_or(event_ms, |l| l.max(event_ms)));
         if let Some(position) = position {
             resident.positions.retain(|p| !(p.stream == position.stream && p.shard == position.shard));
@@ -149,18 +189,20 @@ impl Registry {
         let resident = match self.store.get(key)? {
             Some(snapshot) => {
                 self.stats.restored += 1;
-                Resident {
-                    model: Model::restore(&snapshot.model, detector)?,
-                    last_used: 0,
-                    positions: snapshot.positions,
-                    latest_event_ms: snapshot.latest_event_ms,
-                }
+                Resident::restored(snapshot, detector)?
             }
             None => {
                 self.stats.created += 1;
-                Resident { model: Model::new(detector), last_used: 0, positions: Vec::new(), latest_event_ms: None }
+                Resident::fresh(Model::new(detector))
             }
         };
+        self.insert(key, resident)
+    }
+
+    fn insert(&mut self, key: &ModelKey, resident: Resident) -> Result<(), RegistryError> {
+        if let Some(old) = self.models.remove(key) {
+            self.recency.remove(&old.last_used);
+        }
         if self.models.len() >= self.capacity {
             self.evict_least_recent()?;
         }
@@ -185,7 +227,100 @@ impl Registry {
             model: resident.model.snapshot()?,
             positions: resident.positions.clone(),
             latest_event_ms: resident.latest_event_ms,
+            last_score: resident.last_score,
         })
+    }
+
+    pub fn detector(&self, name: &str) -> Option<&Detector> {
+        self.detectors.get(name)
+    }
+
+    /// Every detector, by name.
+    pub fn detectors(&self) -> Vec<&Detector> {
+        let mut all: Vec<&Detector> = self.detectors.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Adds a detector that does not exist yet.
+    pub fn create_detector(&mut self, detector: Detector) -> Result<(), RegistryError> {
+        if self.detectors.contains_key(&detector.name) {
+            return Err(RegistryError::DetectorExists(detector.name));
+        }
+        self.detectors.insert(detector.name.clone(), detector);
+        Ok(())
+    }
+
+    /// Replaces (or adds) a detector. Its models are deleted: a forest trained on other
+    /// features or parameters cannot go on under the new configuration.
+    pub fn replace_detector(&mut self, detector: Detector) -> Result<u64, RegistryError> {
+        let deleted = self.delete_models(&detector.name)?;
+        self.detectors.insert(detector.name.clone(), detector);
+        Ok(deleted)
+    }
+
+    /// Removes a detector with its models and their snapshots; returns how many models.
+    pub fn remove_detector(&mut self, name: &str) -> Result<u64, RegistryError> {
+        if !self.detectors.contains_key(name) {
+            return Err(RegistryError::UnknownDetector(name.to_owned()));
+        }
+        let deleted = self.delete_models(name)?;
+        self.detectors.remove(name);
+        Ok(deleted)
+    }
+
+    fn delete_models(&mut self, detector: &str) -> Result<u64, RegistryError> {
+        let keys: Vec<ModelKey> = self.models.keys().filter(|k| k.detector == detector).cloned().collect();
+        let mut deleted = 0;
+        for key in &keys {
+            if let Some(resident) = self.models.remove(key) {
+                self.recency.remove(&resident.last_used);
+                // A resident model may have a snapshot too (from an earlier eviction).
+                self.store.delete(key)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted + self.store.delete_detector(detector)?)
+    }
+
+    /// The model of `detector` and `entity`, restored if it was evicted; an error if
+    /// the entity has no model yet (inspection creates none).
+    pub fn model_info(&mut self, detector: &str, entity: &str) -> Result<ModelInfo, RegistryError> {
+        Ok(self.existing(detector, entity)?.info())
+    }
+
+    /// The model's whole state (model, source positions, latest event time) as bytes.
+    pub fn snapshot_model(&mut self, detector: &str, entity: &str) -> Result<Vec<u8>, RegistryError> {
+        let resident = self.existing(detector, entity)?;
+        bincode::serialize(&Self::snapshot(resident)?).map_err(|e| ModelError::Snapshot(e.to_string()).into())
+    }
+
+    /// Replaces (or creates) a model from [`Registry::snapshot_model`] bytes.
+    pub fn restore_model(&mut self, detector: &str, entity: &str, bytes: &[u8]) -> Result<ModelInfo, RegistryError> {
+        if entity.is_empty() {
+            return Err(RegistryError::EmptyEntity);
+        }
+        let config = self.detectors.get(detector).ok_or_else(|| RegistryError::UnknownDetector(detector.to_owned()))?;
+        let snapshot: Snapshot = bincode::deserialize(bytes).map_err(|e| ModelError::Snapshot(e.to_string()))?;
+        let resident = Resident::restored(snapshot, config)?;
+        let info = resident.info();
+        let key = ModelKey { detector: detector.to_owned(), entity: entity.to_owned() };
+        self.insert(&key, resident)?;
+        Ok(info)
+    }
+
+    /// The resident model of an entity that has one (restored if need be).
+    fn existing(&mut self, detector: &str, entity: &str) -> Result<&Resident, RegistryError> {
+        if !self.detectors.contains_key(detector) {
+            return Err(RegistryError::UnknownDetector(detector.to_owned()));
+        }
+        let unknown = || RegistryError::UnknownModel { detector: detector.to_owned(), entity: entity.to_owned() };
+        let key = ModelKey { detector: detector.to_owned(), entity: entity.to_owned() };
+        if !self.models.contains_key(&key) && self.store.get(&key)?.is_none() {
+            return Err(unknown());
+        }
+        self.make_resident(&key)?;
+        self.models.get(&key).ok_or_else(unknown)
     }
 
     /// Writes every resident model to the snapshot store (at shutdown).

@@ -56,6 +56,20 @@ impl SnapshotStore for EmbeddedStore {
         Ok(Some(snapshot))
     }
 
+    fn delete_detector(&self, detector: &str) -> Result<u64, StoreError> {
+        // Keys are "detector\0entity", and \0 sorts first, so the range "detector\0"
+        // up to "detector\u{1}" holds exactly this detector's entities.
+        let (start, end) = (format!("{detector}\0"), format!("{detector}\u{1}"));
+        let txn = self.db.begin_write().map_err(backend)?;
+        let deleted = {
+            let mut table = txn.open_table(SNAPSHOTS).map_err(backend)?;
+            let removed = table.extract_from_if(start.as_str()..end.as_str(), |_, _| true).map_err(backend)?;
+            removed.count() as u64
+        };
+        txn.commit().map_err(backend)?;
+        Ok(deleted)
+    }
+
     fn delete(&self, key: &ModelKey) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(backend)?;
         {
@@ -80,6 +94,7 @@ mod tests {
             model: vec![1, 2, 3],
             positions: vec![SourcePosition { stream: "s".into(), shard: "shardId-0".into(), sequence: "42".into() }],
             latest_event_ms: Some(1_700_000_000_000),
+            last_score: 1.5,
         };
         {
             let store = EmbeddedStore::open(&path).expect("create");
@@ -90,6 +105,13 @@ mod tests {
         assert_eq!(store.get(&key).expect("read"), Some(snapshot));
         store.delete(&key).expect("delete");
         assert_eq!(store.get(&key).expect("read"), None);
+        for entity in ["a", "b"] {
+            store.put(&ModelKey { detector: "iot".into(), entity: entity.into() }, &snapshot).expect("write");
+        }
+        let other = ModelKey { detector: "iot2".into(), entity: "a".into() };
+        store.put(&other, &snapshot).expect("write");
+        assert_eq!(store.delete_detector("iot").expect("delete all"), 2);
+        assert!(store.get(&other).expect("read").is_some(), "another detector's snapshots stay");
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub positions: Vec<SourcePosition>,
     /// Milliseconds since the Unix epoch.
     pub latest_event_ms: Option<i64>,
+    /// The score of the latest record (shown when the model is inspected).
+    pub last_score: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,8 @@ pub trait SnapshotStore: Send + Sync {
     fn put(&self, key: &ModelKey, snapshot: &Snapshot) -> Result<(), StoreError>;
     fn get(&self, key: &ModelKey) -> Result<Option<Snapshot>, StoreError>;
     fn delete(&self, key: &ModelKey) -> Result<(), StoreError>;
+    /// Deletes the snapshots of every entity of `detector`; returns how many.
+    fn delete_detector(&self, detector: &str) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]
