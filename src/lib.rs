@@ -39,5 +39,9 @@
 pub mod cli;
 pub mod detector;
 pub mod eval;
+pub mod event;
 pub mod forest;
+pub mod service;
+pub mod sink;
+pub mod source;
 pub mod store;

@@ -37,8 +37,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
     /// Score every series of a Numenta Anomaly Benchmark corpus and print the NAB
-    /// score per profile, overall and per category. Until detectors exist (issue 4)
-    /// the raw forest score is evaluated.
+    /// score per profile, overall and per category.
     Nab(NabArgs),
 }
 
@@ -130,7 +129,13 @@ pub struct ScoreArgs {
 /// Runs a parsed command line and returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve { .. } => not_yet_built("serve", 5),
+        Command::Serve { config } => match crate::service::serve(config.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rcfd serve: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Score(args) => score(args),
         Command::Eval(EvalCommand::Nab(args)) => match eval_nab(&args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -139,7 +144,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Config(ConfigCommand::Check { .. }) => not_yet_built("config check", 5),
+        Command::Config(ConfigCommand::Check { file }) => match config_check(&file) {
+            Ok(effective) => {
+                print!("{effective}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rcfd config check: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -249,7 +263,8 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn not_yet_built(command: &str, issue: u32) -> ExitCode {
-    eprintln!("rcfd {command}: not yet built (tracked in issue {issue})");
-    ExitCode::from(2)
+/// The effective configuration (file plus environment overrides, defaults filled in).
+fn config_check(file: &std::path::Path) -> anyhow::Result<String> {
+    let config = crate::service::run::load_config(Some(file))?;
+    Ok(toml::to_string(&config.config)?)
 }

@@ -293,8 +293,17 @@ fn explain(forest: &Forest, transform: &TransformState, point: &[f32], output: &
     let mut blanked = point.to_vec();
     blanked[point.len() - features..].fill(f32::NAN);
     let expected = forest.impute_point(&blanked)?;
-    output.expected_values =
-        expected[point.len() - features..].iter().enumerate().map(|(f, &x)| transform.invert(f, x)).collect();
+    let newest = point.len() - features;
+    output.expected_values = expected[newest..].iter().enumerate().map(|(f, &x)| transform.invert(f, x)).collect();
+    // DIRECTION as Kinesis Analytics defines it: above or below the expected value. The
+    // forest's high/low parts can disagree: a spike below earlier, larger spikes in
+    // the sample is separated from them from below.
+    for (f, a) in output.attribution.iter_mut().enumerate() {
+        let (value, expected) = (point[newest + f], expected[newest + f]);
+        if value.is_finite() && expected.is_finite() && value != expected {
+            a.direction = if value > expected { Direction::High } else { Direction::Low };
+        }
+    }
     Ok(())
 }
 
@@ -334,6 +343,21 @@ mod tests {
         assert!(memory.strength > 0.9, "{:?}", output.attribution);
         let expected_memory = output.expected_values[1];
         assert!((29.5..31.5).contains(&expected_memory), "expected about 30, got {expected_memory}");
+    }
+
+    #[test]
+    fn a_spike_below_earlier_spikes_is_still_high() {
+        // The forest separates 105 from the 115..120 spikes in its sample from below;
+        // the user must still read "high, expected about 15".
+        let mut model = Model::new(&detector("none", 1, &["iotValue"]));
+        for i in 0..3_000u64 {
+            let value = if i % 100 == 50 { 115.0 + (i % 6) as f64 } else { 10.0 + (i * 7 % 11) as f64 };
+            model.process(&[value]).expect("scores");
+        }
+        let output = model.process(&[105.0]).expect("scores");
+        assert!(output.is_anomaly, "{output:?}");
+        assert_eq!(output.attribution[0].direction, Direction::High, "{output:?}");
+        assert!((10.0..=20.0).contains(&output.expected_values[0]), "{output:?}");
     }
 
     #[test]

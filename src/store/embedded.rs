@@ -10,10 +10,10 @@ use super::snapshot::{ModelKey, Snapshot, SnapshotStore, StoreError};
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("model_snapshots");
 
 pub struct EmbeddedStore {
-    db: Database,
+    pub(super) db: Database,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -24,10 +24,14 @@ fn table_key(key: &ModelKey) -> String {
 impl EmbeddedStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(backend)?;
-        // Create the table up front, so that readers never meet a missing table.
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|e| StoreError::Backend(format!("creating {}: {e}", folder.display())))?;
+        }
+        let db = Database::create(path).map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        // Create the tables up front, so that readers never meet a missing table.
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(SNAPSHOTS).map_err(backend)?;
+        super::journal::create_tables(&txn)?;
         txn.commit().map_err(backend)?;
         Ok(EmbeddedStore { db })
     }
@@ -102,7 +106,7 @@ mod tests {
             store.put(&key, &snapshot).expect("write");
         }
         let store = EmbeddedStore::open(&path).expect("reopen");
-        assert_eq!(store.get(&key).expect("read"), Some(snapshot));
+        assert_eq!(store.get(&key).expect("read"), Some(snapshot.clone()));
         store.delete(&key).expect("delete");
         assert_eq!(store.get(&key).expect("read"), None);
         for entity in ["a", "b"] {

@@ -1,0 +1,240 @@
+//! The detector stage of the service: takes records from any source, scores each with
+//! its entity's model (through the registry), and hands the scored events, alerts and
+//! dead letters to the sinks. Scoring is synchronous (callers run it off the async
+//! threads); delivery is async, so a slow sink slows the sources instead of growing a
+//! queue.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::live::{LiveSnapshot, LiveView};
+use super::telemetry::Metrics;
+use crate::detector::config::Detector;
+use crate::detector::registry::{Processed, Registry, RegistryError};
+use crate::event::{now_ms, Alert, Attribution, DeadLetter, Record, ScoredEvent};
+
+/// Why one record was not scored. The message names the field, the value and what is
+/// allowed; the kind is its metric label.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("detector: unknown detector `{0}`")]
+    UnknownDetector(String),
+    #[error("entity: must not be empty")]
+    EmptyEntity,
+    #[error("values.{name}: not a feature of detector `{detector}` (its features: {features})")]
+    UnknownFeature { name: String, detector: String, features: String },
+    #[error("values: feature `{name}` is missing (send NaN to have it imputed)")]
+    MissingFeature { name: String },
+    #[error("values.{name} = {value}: infinite values are not allowed (NaN marks a missing value)")]
+    Infinite { name: String, value: f64 },
+    #[error("event_time_ms: {0}")]
+    Late(String),
+    #[error("already learned: the model's snapshot includes this record's source position")]
+    AlreadyLearned,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl RecordError {
+    /// The `error_type` metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RecordError::UnknownDetector(_) => "unknown_detector",
+            RecordError::EmptyEntity => "empty_entity",
+            RecordError::UnknownFeature { .. } => "unknown_feature",
+            RecordError::MissingFeature { .. } => "missing_feature",
+            RecordError::Infinite { .. } => "infinite_value",
+            RecordError::Late(_) => "late",
+            RecordError::AlreadyLearned => "already_learned",
+            RecordError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<RegistryError> for RecordError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::UnknownDetector(name) => RecordError::UnknownDetector(name),
+            RegistryError::EmptyEntity => RecordError::EmptyEntity,
+            RegistryError::Late { .. } => RecordError::Late(e.to_string()),
+            other => RecordError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What one scoring call hands to the sinks.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub events: Vec<ScoredEvent>,
+    pub alerts: Vec<Alert>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+pub struct Scorer {
+    registry: Mutex<Registry>,
+    live: Mutex<LiveView>,
+    metrics: Arc<Metrics>,
+    sink: mpsc::Sender<Delivery>,
+    /// Makes the ids of records that bring neither an id nor a source position unique.
+    next_id: AtomicU64,
+}
+
+/// Takes a lock even if a thread panicked while holding it: the registry and the
+/// live view stay consistent between records, which is all a later caller needs.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The record's values in the detector's feature order.
+fn feature_values(record: &Record, detector: &Detector) -> Result<Vec<f64>, RecordError> {
+    if let Some(name) = record.values.keys().find(|name| !detector.features.contains(name)) {
+        return Err(RecordError::UnknownFeature {
+            name: name.clone(),
+            detector: detector.name.clone(),
+            features: detector.features.join(", "),
+        });
+    }
+    detector
+        .features
+        .iter()
+        .map(|name| match record.values.get(name) {
+            None => Err(RecordError::MissingFeature { name: name.clone() }),
+            Some(v) if v.is_infinite() => Err(RecordError::Infinite { name: name.clone(), value: *v }),
+            Some(v) => Ok(*v),
+        })
+        .collect()
+}
+
+impl Scorer {
+    pub fn new(registry: Registry, metrics: Arc<Metrics>, sink: mpsc::Sender<Delivery>) -> Self {
+        Scorer {
+            registry: Mutex::new(registry),
+            live: Mutex::new(LiveView::default()),
+            metrics,
+            sink,
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The registry, for detector management and model inspection.
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    /// Scores `records` from `origin` in order: one result per record, and what the
+    /// sinks must get (see [`Scorer::deliver`]).
+    pub fn score(&self, origin: &str, records: Vec<Record>) -> (Vec<Result<ScoredEvent, RecordError>>, Delivery) {
+        self.metrics.records_received(origin, records.len());
+        let ingested_at = now_ms();
+        let mut delivery = Delivery::default();
+        let mut results = Vec::with_capacity(records.len());
+        let mut charted = Vec::new();
+        {
+            let mut registry = lock(&self.registry);
+            let before = registry.stats();
+            for record in records {
+                let result = self.score_one(&mut registry, &record, ingested_at);
+                match &result {
+                    Ok((event, feature)) => {
+                        if event.is_anomaly && event.starts_region {
+                            delivery.alerts.push(Alert::of(event));
+                        }
+                        charted.push(feature.clone());
+                        delivery.events.push(event.clone());
+                    }
+                    Err(RecordError::AlreadyLearned) => {}
+                    Err(e) => {
+                        let letter = DeadLetter {
+                            origin: origin.to_owned(),
+                            source: record.source.clone(),
+                            raw: serde_json::to_vec(&record).unwrap_or_default(),
+                            reason: e.to_string(),
+                            at_ms: ingested_at,
+                        };
+                        self.metrics.record_rejected(&letter, e.kind());
+                        delivery.dead_letters.push(letter);
+                    }
+                }
+                results.push(result.map(|(event, _)| event));
+            }
+            self.metrics.models_observed(registry.resident(), registry.models_memory_bytes(), registry.stats(), before);
+        }
+        let mut live = lock(&self.live);
+        for (event, feature) in delivery.events.iter().zip(&charted) {
+            live.observe(event, feature, ingested_at);
+        }
+        for _ in &delivery.dead_letters {
+            live.error_seen();
+        }
+        for alert in &delivery.alerts {
+            self.metrics.alert_raised(alert);
+        }
+        (results, delivery)
+    }
+
+    fn score_one(&self, registry: &mut Registry, record: &Record, ingested_at: i64) -> Result<(ScoredEvent, String), RecordError> {
+        let detector = registry.detector(&record.detector).ok_or_else(|| RecordError::UnknownDetector(record.detector.clone()))?;
+        let values = feature_values(record, detector)?;
+        let features = detector.features.clone();
+        let event_ms = if record.event_ms == 0 { ingested_at } else { record.event_ms };
+        let started = Instant::now();
+        let output = match registry.process(&record.detector, &record.entity, event_ms, &values, record.source.as_ref())? {
+            Processed::Scored(output) => output,
+            Processed::AlreadyLearned => return Err(RecordError::AlreadyLearned),
+        };
+        self.metrics.record_scored(&record.detector, output.is_anomaly, started.elapsed().as_secs_f64());
+        let id = match (&record.source, &record.id) {
+            (Some(p), _) => format!("{}/{}/{}", p.stream, p.shard, p.sequence),
+            (None, Some(id)) => id.clone(),
+            (None, None) => {
+                let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+                format!("{}/{}/{event_ms}/{ingested_at}-{n}", record.detector, record.entity)
+            }
+        };
+        let by_feature = |v: &[f64]| -> BTreeMap<String, f64> { features.iter().cloned().zip(v.iter().copied()).collect() };
+        let event = ScoredEvent {
+            id,
+            event_ms,
+            ingested_at,
+            detector: record.detector.clone(),
+            entity: record.entity.clone(),
+            values: record.values.clone(),
+            anomaly_score: output.anomaly_score,
+            anomaly_grade: output.anomaly_grade,
+            confidence: output.confidence,
+            is_anomaly: output.is_anomaly,
+            learning: output.learning,
+            starts_region: output.starts_region,
+            attribution: features.iter().cloned().zip(output.attribution.iter().map(Attribution::from)).collect(),
+            expected_values: by_feature(&output.expected_values),
+            steps_back: output.steps_back,
+            source: record.source.clone(),
+        };
+        let feature = features.into_iter().next().unwrap_or_default();
+        Ok((event, feature))
+    }
+
+    /// Hands a delivery to the sinks; waits while they are behind.
+    pub async fn deliver(&self, delivery: Delivery) {
+        if delivery.events.is_empty() && delivery.dead_letters.is_empty() {
+            return;
+        }
+        if self.sink.send(delivery).await.is_err() {
+            // Only after shutdown closed the sinks; nothing is in flight to lose then.
+            self.metrics.error("deliver", "sink_closed");
+        }
+    }
+
+    pub fn live(&self) -> LiveSnapshot {
+        let models = lock(&self.registry).resident() as u64;
+        lock(&self.live).snapshot(now_ms(), models)
+    }
+}

@@ -1,0 +1,104 @@
+//! Between wire messages and the service's types, and from errors to gRPC statuses
+//! whose message names the offending field.
+
+use tonic::{Code, Status};
+
+use super::proto;
+use crate::detector::model::Direction;
+use crate::detector::registry::RegistryError;
+use crate::event::{Record, ScoredEvent};
+use crate::service::scorer::RecordError;
+
+pub fn record(wire: proto::Record) -> Record {
+    Record {
+        detector: wire.detector,
+        entity: wire.entity,
+        event_ms: wire.event_time_ms,
+        values: wire.values.into_iter().collect(),
+        id: Some(wire.id).filter(|id| !id.is_empty()),
+        source: None,
+    }
+}
+
+pub fn scored_event(event: ScoredEvent) -> proto::ScoredEvent {
+    proto::ScoredEvent {
+        id: event.id,
+        detector: event.detector,
+        entity: event.entity,
+        event_time_ms: event.event_ms,
+        ingested_at_ms: event.ingested_at,
+        values: event.values.into_iter().collect(),
+        anomaly_score: event.anomaly_score,
+        anomaly_grade: event.anomaly_grade,
+        confidence: event.confidence,
+        is_anomaly: event.is_anomaly,
+        learning: event.learning,
+        attribution: event
+            .attribution
+            .into_iter()
+            .map(|(name, a)| {
+                let direction = match a.direction {
+                    Direction::High => "HIGH",
+                    Direction::Low => "LOW",
+                };
+                (name, proto::Attribution { score: a.score, direction: direction.into(), strength: a.strength })
+            })
+            .collect(),
+        expected_values: event.expected_values.into_iter().collect(),
+        steps_back: u32::try_from(event.steps_back).unwrap_or(u32::MAX),
+        starts_region: event.starts_region,
+    }
+}
+
+/// The status code a record error would have as a whole call, and its documented name.
+pub fn record_code(e: &RecordError) -> (Code, &'static str) {
+    match e {
+        RecordError::UnknownDetector(_)
+        | RecordError::EmptyEntity
+        | RecordError::UnknownFeature { .. }
+        | RecordError::MissingFeature { .. }
+        | RecordError::Infinite { .. } => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+        RecordError::Late(_) => (Code::OutOfRange, "OUT_OF_RANGE"),
+        RecordError::AlreadyLearned => (Code::AlreadyExists, "ALREADY_EXISTS"),
+        RecordError::Internal(_) => (Code::Internal, "INTERNAL"),
+    }
+}
+
+pub fn record_result(result: Result<ScoredEvent, RecordError>) -> proto::RecordResult {
+    let result = match result {
+        Ok(event) => proto::record_result::Result::Event(scored_event(event)),
+        Err(e) => proto::record_result::Result::Error(proto::RecordError {
+            code: record_code(&e).1.to_owned(),
+            message: e.to_string(),
+        }),
+    };
+    proto::RecordResult { result: Some(result) }
+}
+
+pub fn registry_status(e: RegistryError) -> Status {
+    let message = e.to_string();
+    match e {
+        RegistryError::UnknownDetector(_) | RegistryError::UnknownModel { .. } => Status::not_found(message),
+        RegistryError::DetectorExists(_) => Status::already_exists(message),
+        RegistryError::EmptyEntity => Status::invalid_argument(format!("entity: {message}")),
+        RegistryError::Late { .. } => Status::out_of_range(message),
+        RegistryError::Model(_) => Status::invalid_argument(format!("snapshot: {message}")),
+        RegistryError::Store(_) => Status::internal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_errors_carry_grpc_code_names() {
+        let result = record_result(Err(RecordError::EmptyEntity));
+        let Some(proto::record_result::Result::Error(e)) = result.result else { panic!("an error") };
+        assert_eq!(e.code, "INVALID_ARGUMENT");
+        assert_eq!(e.message, "entity: must not be empty");
+        let late = record_result(Err(RecordError::Late("x".into())));
+        let Some(proto::record_result::Result::Error(e)) = late.result else { panic!("an error") };
+        assert_eq!(e.code, "OUT_OF_RANGE");
+    }
+}
