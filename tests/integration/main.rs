@@ -6,6 +6,7 @@
 
 mod allocations;
 mod servers;
+mod service;
 mod smoke_dynamodb;
 mod smoke_kinesis;
 mod smoke_opensearch;

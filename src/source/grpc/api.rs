@@ -84,6 +84,9 @@ impl proto::scoring_server::Scoring for ScoringApi {
                 let reply = match requests.message().await {
                     Ok(Some(request)) => api.score_batch(request).await,
                     Ok(None) => break,
+                    Err(status) if status.code() == tonic::Code::OutOfRange => {
+                        Err(Status::resource_exhausted(format!("grpc.max_message_bytes: {}", status.message())))
+                    }
                     Err(status) => Err(status),
                 };
                 let failed = reply.is_err();

@@ -87,6 +87,57 @@ pub fn registry_status(e: RegistryError) -> Status {
     }
 }
 
+/// tonic rejects a request over `max_decoding_message_size` with OUT_OF_RANGE; the gRPC
+/// spec (and our API) says RESOURCE_EXHAUSTED. The rejection happens before our
+/// handlers run, so the status is rewritten on the way out, in the headers of a
+/// trailers-only reply or in the trailers.
+pub fn oversized_is_resource_exhausted(response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    let (mut parts, body) = response.into_parts();
+    rewrite_oversized(&mut parts.headers);
+    http::Response::from_parts(parts, tonic::body::Body::new(RewriteTrailers(body)))
+}
+
+fn rewrite_oversized(headers: &mut http::HeaderMap) {
+    let Some(status) = Status::from_header_map(headers) else { return };
+    if status.code() == Code::OutOfRange && status.message().starts_with("Error, decoded message length too large") {
+        let exhausted = Status::resource_exhausted(format!("request message over grpc.max_message_bytes: {}", status.message()));
+        // Only fails for a message that cannot be a header value; ours always can.
+        let _ = exhausted.add_header(headers);
+    }
+}
+
+struct RewriteTrailers(tonic::body::Body);
+
+impl http_body::Body for RewriteTrailers {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx).map(|frame| {
+            frame.map(|frame| {
+                frame.map(|frame| match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        rewrite_oversized(&mut trailers);
+                        http_body::Frame::trailers(trailers)
+                    }
+                    Err(data) => data,
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
