@@ -102,7 +102,7 @@ mod tests {
             store.put(&key, &snapshot).expect("write");
         }
         let store = EmbeddedStore::open(&path).expect("reopen");
-        assert_eq!(store.get(&key).expect("read"), Some(snapshot));
+        assert_eq!(store.get(&key).expect("read"), Some(snapshot.clone()));
         store.delete(&key).expect("delete");
         assert_eq!(store.get(&key).expect("read"), None);
         for entity in ["a", "b"] {
