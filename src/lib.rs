@@ -31,7 +31,8 @@
 //!   position they include) in an embedded redb file.
 //!
 //! Around the path: [`cli`] (the command line: `serve`, `score`, `eval`, `config
-//! check`) and [`eval`] (accuracy on labelled data: NAB's scoring and a corpus runner).
+//! check`) and [`eval`] (accuracy on labelled data: NAB's scoring, a corpus runner and
+//! per-row ROC-AUC, precision and recall).
 //!
 //! Records that cannot be decoded or scored go to the dead-letter store with their raw
 //! bytes, position and reason; nothing is dropped silently.

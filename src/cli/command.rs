@@ -124,6 +124,10 @@ pub struct ScoreArgs {
     pub output_after: Option<usize>,
     #[arg(long, default_value_t = crate::forest::ForestConfig::default().seed)]
     pub seed: u64,
+    /// Draw the input values, the anomaly score and the flagged rows (in red) to this
+    /// file, over the row index or the `timestamp`; `.svg` or `.png`.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<super::PlotTarget>,
 }
 
 /// Runs a parsed command line and returns the process exit status.
@@ -170,6 +174,7 @@ fn score(args: ScoreArgs) -> ExitCode {
 fn run_score(args: &ScoreArgs) -> anyhow::Result<usize> {
     use crate::detector::config::{DetectorConfig, ForestSettings};
     use anyhow::Context;
+    use std::io::IsTerminal;
 
     let detector = match &args.detector {
         Some(path) => {
@@ -191,12 +196,23 @@ fn run_score(args: &ScoreArgs) -> anyhow::Result<usize> {
             seed: args.seed,
         },
     };
+    let mut progress = None;
     let input: Box<dyn std::io::BufRead> = match args.file.as_deref() {
         None => Box::new(std::io::stdin().lock()),
         Some(path) if path.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
-        Some(path) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        )),
+        Some(path) => {
+            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let bytes = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+            match bytes.filter(|_| super::progress::wanted(std::io::stderr().is_terminal(), bytes)) {
+                Some(bytes) => {
+                    let bar = super::progress::bar(bytes);
+                    let input = Box::new(std::io::BufReader::new(bar.wrap_read(file)));
+                    progress = Some(bar);
+                    input
+                }
+                None => Box::new(std::io::BufReader::new(file)),
+            }
+        }
     };
     let output: Box<dyn std::io::Write> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
@@ -204,12 +220,22 @@ fn run_score(args: &ScoreArgs) -> anyhow::Result<usize> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    Ok(super::score_file(input, output, &settings)?)
+    let mut trace = args.plot.as_ref().map(|_| super::Trace::default());
+    let scored = super::score_file(input, output, &settings, trace.as_mut());
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let rows = scored?;
+    if let (Some(target), Some(trace)) = (&args.plot, &trace) {
+        super::plot(trace, target)?;
+    }
+    Ok(rows)
 }
 
 fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
     use crate::detector::config::{DetectorConfig, ForestSettings};
     use crate::detector::model::Model;
+    use crate::eval::classification::{self, LabelledRows};
     use crate::eval::{corpus, nab::ScoredFile};
 
     let profiles_path = match &args.profiles {
@@ -236,16 +262,25 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
     let detector = config.validate()?;
     anyhow::ensure!(detector.features.len() == 1, "a NAB series has one value: the detector must have one feature");
     let mut all_scores = Vec::with_capacity(series.len());
+    let mut row_metrics = Vec::with_capacity(series.len());
+    let mut pooled = LabelledRows::default();
     for s in &series {
         let mut model = Model::new(&detector);
         let mut scores = Vec::with_capacity(s.values.len());
+        // The per-row numbers judge the model's own outputs, whatever --score sweeps.
+        let (mut raw, mut flagged) = (Vec::with_capacity(s.values.len()), Vec::with_capacity(s.values.len()));
         for &value in &s.values {
             let output = model.process(&[f64::from(value)]).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
             scores.push(match args.score {
                 NabScore::Peak | NabScore::Raw => output.anomaly_score,
                 NabScore::Grade => output.anomaly_grade,
             });
+            raw.push(output.anomaly_score);
+            flagged.push(output.is_anomaly);
         }
+        let rows = LabelledRows::after_probation(&raw, &flagged, &s.windows);
+        pooled.extend(&rows);
+        row_metrics.push((s.name.clone(), classification::row_metrics(&rows)));
         if args.score == NabScore::Peak {
             scores = crate::eval::nab::peaks(&scores, args.peak_window);
         }
@@ -260,6 +295,7 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
         .map(|(s, scores)| ScoredFile { name: s.name.clone(), category: s.category.clone(), scores, windows: s.windows.clone() })
         .collect();
     print!("{}", corpus::format_reports(&corpus::report(&files, &profiles)));
+    print!("{}", classification::format_metrics(&row_metrics, &classification::row_metrics(&pooled)));
     Ok(())
 }
 

@@ -76,6 +76,31 @@ fn positions(header: &[String], names: &[String]) -> Result<Vec<usize>, ScoreErr
         .collect()
 }
 
+/// What `--plot` draws, per scored row: the feature values, the anomaly score, the
+/// flag, and the `timestamp` column or field when the input has one. Recorded only when
+/// asked for, since it keeps every row of a file that is otherwise streamed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trace {
+    pub features: Vec<String>,
+    /// One per row, or empty when the input has no timestamp.
+    pub timestamps: Vec<String>,
+    /// One per row: the features' values in `features` order, NaN where missing.
+    pub values: Vec<Vec<f64>>,
+    pub scores: Vec<f64>,
+    pub flagged: Vec<bool>,
+}
+
+impl Trace {
+    fn record(&mut self, timestamp: Option<String>, values: &[f64], score: f64, flagged: bool) {
+        if let Some(timestamp) = timestamp {
+            self.timestamps.push(timestamp);
+        }
+        self.values.push(values.to_vec());
+        self.scores.push(score);
+        self.flagged.push(flagged);
+    }
+}
+
 /// The model for features `names`: the detector's, or the default one with `settings`.
 fn build_model(settings: &ScoreSettings, names: &[String]) -> Result<Model, ScoreError> {
     let config = settings.detector.clone().unwrap_or_else(|| {
@@ -86,15 +111,21 @@ fn build_model(settings: &ScoreSettings, names: &[String]) -> Result<Model, Scor
 
 /// Scores every row of `input` (CSV, or NDJSON when the first line starts with `{`)
 /// and writes it, with the outputs, to `output`; returns the number of rows scored.
-pub fn score_file(input: impl BufRead, output: impl Write, settings: &ScoreSettings) -> Result<usize, ScoreError> {
+/// With `trace`, also records what `--plot` draws.
+pub fn score_file(
+    input: impl BufRead,
+    output: impl Write,
+    settings: &ScoreSettings,
+    trace: Option<&mut Trace>,
+) -> Result<usize, ScoreError> {
     let mut lines = input.lines().enumerate().map(|(i, l)| (i + 1, l));
     let Some((first_line, first)) = lines.next() else { return Err(ScoreError::Empty) };
     let first = first?;
     if first.trim_start().starts_with('{') {
         let rest = lines.map(|(n, l)| l.map(|l| (n, l)));
-        return score_ndjson(std::iter::once(Ok((first_line, first))).chain(rest), output, settings);
+        return score_ndjson(std::iter::once(Ok((first_line, first))).chain(rest), output, settings, trace);
     }
-    score_rows(first_line, first, lines, output, settings)
+    score_rows(first_line, first, lines, output, settings, trace)
 }
 
 fn score_rows(
@@ -103,6 +134,7 @@ fn score_rows(
     lines: impl Iterator<Item = (usize, std::io::Result<String>)>,
     mut output: impl Write,
     settings: &ScoreSettings,
+    mut trace: Option<&mut Trace>,
 ) -> Result<usize, ScoreError> {
     let is_header = first.split(',').any(|f| !f.trim().is_empty() && f.trim().parse::<f64>().is_err());
     let header: Vec<String> =
@@ -113,6 +145,7 @@ fn score_rows(
         (None, Some(columns)) => Some(positions(&header, columns)?),
         (None, None) => None,
     };
+    let timestamp_column = header.iter().position(|h| h == "timestamp");
 
     let mut model: Option<(Model, Vec<usize>, Vec<String>)> = None;
     let mut rows = 0;
@@ -139,6 +172,9 @@ fn score_rows(
             if is_header {
                 writeln!(output, "{first},anomaly_score,anomaly_grade,confidence,is_anomaly,attribution,expected_values")?;
             }
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.features = names.clone();
+            }
             model = Some((built, features, names));
         }
         let Some((model, features, names)) = model.as_mut() else { continue };
@@ -148,6 +184,10 @@ fn score_rows(
             values.push(cell(line, column, value)?);
         }
         let out = model.process(&values).map_err(|source| ScoreError::Model { line, source })?;
+        if let Some(trace) = trace.as_deref_mut() {
+            let timestamp = timestamp_column.map(|c| fields.get(c).map_or_else(String::new, |t| t.trim().to_owned()));
+            trace.record(timestamp, &values, out.anomaly_score, out.is_anomaly);
+        }
         let attribution: Vec<String> = out
             .attribution
             .iter()
@@ -183,6 +223,7 @@ fn score_ndjson(
     lines: impl Iterator<Item = std::io::Result<(usize, String)>>,
     mut output: impl Write,
     settings: &ScoreSettings,
+    mut trace: Option<&mut Trace>,
 ) -> Result<usize, ScoreError> {
     use serde_json::{json, Map, Value};
     let mut model: Option<(Model, Vec<String>)> = None;
@@ -207,6 +248,9 @@ fn score_ndjson(
             if names.is_empty() {
                 return Err(ScoreError::NoFeatures { line });
             }
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.features = names.clone();
+            }
             model = Some((build_model(settings, &names)?, names));
         }
         let Some((model, names)) = model.as_mut() else { continue };
@@ -218,6 +262,17 @@ fn score_ndjson(
             });
         }
         let out = model.process(&values).map_err(|source| ScoreError::Model { line, source })?;
+        if let Some(trace) = trace.as_deref_mut() {
+            // Recorded for every row once the first has one, so a row without it keeps
+            // timestamps and rows in step (and the plot falls back to the row index).
+            let timestamp = match object.get("timestamp") {
+                Some(Value::String(t)) => Some(t.clone()),
+                Some(Value::Number(t)) => Some(t.to_string()),
+                _ if !trace.timestamps.is_empty() => Some(String::new()),
+                _ => None,
+            };
+            trace.record(timestamp, &values, out.anomaly_score, out.is_anomaly);
+        }
         object.insert("anomaly_score".into(), json!(out.anomaly_score));
         object.insert("anomaly_grade".into(), json!(out.anomaly_grade));
         object.insert("confidence".into(), json!(out.confidence));
@@ -250,7 +305,7 @@ mod tests {
             ..ScoreSettings::default()
         };
         let mut out = Vec::new();
-        score_file(input.as_bytes(), &mut out, &settings)?;
+        score_file(input.as_bytes(), &mut out, &settings, None)?;
         Ok(String::from_utf8(out).expect("utf-8"))
     }
 

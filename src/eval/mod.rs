@@ -1,5 +1,7 @@
-//! Accuracy evaluation: the Numenta Anomaly Benchmark's scoring (`nab`), and reading
-//! a NAB corpus and running a scorer over it (`corpus`).
+//! Accuracy evaluation: the Numenta Anomaly Benchmark's scoring (`nab`), reading a NAB
+//! corpus and running a scorer over it (`corpus`), and the plain per-row numbers beside
+//! it, ROC-AUC, precision and recall (`classification`).
 
+pub mod classification;
 pub mod corpus;
 pub mod nab;
