@@ -15,20 +15,27 @@
 //! Which module owns each step, in the record's order (modules in brackets are not
 //! built yet; see the issues):
 //!
-//! - (`source`): Kinesis shard readers with leases and checkpoints, the gRPC API, the
-//!   built-in simulator; each yields records with their source position.
+//! - [`source`]: where records come from. Built: the gRPC API (`source::grpc`) and the
+//!   built-in simulator; to come: Kinesis shard readers with leases and checkpoints.
 //! - (`decode`): JSON, VPC flow logs, Apache logs, CloudWatch Logs envelopes, KPL
 //!   aggregation, into records (entity key, event time, feature vector).
-//! - [`detector`]: turns raw scores into decisions. Built: the adaptive threshold and
-//!   grade. To come: per-entity models (shingle, transform, forest, threshold) with
-//!   confidence, attribution per feature and expected values, and their registry.
+//! - [`service`]: `service::scorer` is the detector stage every source feeds: it looks
+//!   up the entity's model in the registry and turns the output into a
+//!   [`event::ScoredEvent`], an [`event::Alert`] for the first record of an anomaly
+//!   region, or an [`event::DeadLetter`]. The rest of `service` assembles and runs it
+//!   all (config, detector catalog, live page, metrics, ordered shutdown).
+//! - [`detector`]: per-entity models (transform, forest, adaptive threshold and grade,
+//!   attribution per feature, expected values) and their registry (cap, LRU eviction
+//!   to snapshots, restore, replay skip).
 //! - [`forest`]: the random cut forest itself. Pure and synchronous: internal shingling,
 //!   a shared point store, time-decayed reservoir sampling per tree, score, attribution,
 //!   imputation of missing values, snapshots. No async, no I/O, no allocation per point.
-//! - (`sink`): OpenSearch bulk indexing, SNS alerts, the embedded store; each
-//!   acknowledges what it delivered so the source can checkpoint.
-//! - [`store`]: what outlives a process. Built: model snapshots (with the source
-//!   position they include) in an embedded redb file.
+//! - [`sink`]: where scored events go. Built: the journal in the embedded store; to
+//!   come: OpenSearch bulk indexing and SNS alerts, each acknowledging what it
+//!   delivered so the source can checkpoint.
+//! - [`store`]: what outlives a process, in one embedded redb file: model snapshots
+//!   (with the source position they include), the journal of events, alerts and dead
+//!   letters, and detectors created through the API.
 //!
 //! Around the path: [`cli`] (the command line: `serve`, `score`, `eval`, `config
 //! check`) and [`eval`] (accuracy on labelled data: NAB's scoring, a corpus runner and

@@ -326,6 +326,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_documents_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rcfd.example.toml");
+        let text = std::fs::read_to_string(path).expect("config/rcfd.example.toml");
+        let example = Config::from_toml_with_env(&text, env(&[])).expect("parses");
+        let mut expected = Config::default();
+        expected.models.detectors = vec!["models".into()];
+        assert_eq!(example, expected);
+        example.validate().expect("valid");
+    }
+
+    #[test]
     fn environment_overrides_win_and_unrelated_variables_are_ignored() {
         let config = Config::from_toml_with_env(
             "[grpc]\nlisten = \"127.0.0.1:1\"\n",
