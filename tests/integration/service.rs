@@ -470,3 +470,35 @@ async fn the_binary_stops_cleanly_on_sigterm() {
     assert!(store.journal_counts().expect("counts").events > 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_page_shows_charts_and_anomalies_in_a_real_browser() {
+    let chromium = required_env("RCFD_TEST_CHROMIUM");
+    let node_path = required_env("RCFD_TEST_NODE_PATH");
+    let service = Service::start("[simulator]\nenabled = true\nrate = 200.0\n").await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/live_page.cjs");
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-page.png");
+    let url = format!("http://{}/", service.http);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(&script)
+            .arg(&url)
+            .arg(&screenshot)
+            .env("NODE_PATH", node_path)
+            .env("RCFD_TEST_CHROMIUM", chromium)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("browser check");
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-page.png");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the browser check failed:\n{text}");
+    let seen: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or("")).expect("the script reports JSON");
+    assert_eq!(seen["charts"], 4, "one chart per simulated sensor: {seen}");
+    let png = std::fs::metadata(&screenshot).expect("screenshot saved");
+    assert!(png.len() > 20_000, "a screenshot with content: {} bytes", png.len());
+    eprintln!("live page screenshot: {}", screenshot.display());
+    let (_, path) = service.stop().await;
+    let _ = std::fs::remove_file(path);
+}
