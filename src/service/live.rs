@@ -77,7 +77,8 @@ pub struct LiveSnapshot {
 
 #[derive(Default)]
 pub struct LiveView {
-    series: HashMap<ModelKey, LiveSeries>,
+    /// Few (MAX_SERIES), so found by a scan that needs no key allocated per record.
+    series: Vec<LiveSeries>,
     anomalies: VecDeque<LiveAnomaly>,
     /// (wall-clock ms, key) of each anomaly of about the last hour, oldest first.
     recent: VecDeque<(i64, ModelKey)>,
@@ -90,19 +91,26 @@ impl LiveView {
     pub fn observe(&mut self, event: &ScoredEvent, feature: &str, now_ms: i64) {
         self.tick += 1;
         self.totals.records += 1;
-        let key = ModelKey { detector: event.detector.clone(), entity: event.entity.clone() };
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
-            if let Some(stalest) = self.series.iter().min_by_key(|(_, s)| s.updated).map(|(k, _)| k.clone()) {
-                self.series.remove(&stalest);
+        let found = self.series.iter().position(|s| s.entity == event.entity && s.detector == event.detector);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                if self.series.len() >= MAX_SERIES {
+                    if let Some(stalest) = self.series.iter().enumerate().min_by_key(|(_, s)| s.updated).map(|(i, _)| i) {
+                        self.series.swap_remove(stalest);
+                    }
+                }
+                self.series.push(LiveSeries {
+                    detector: event.detector.clone(),
+                    entity: event.entity.clone(),
+                    feature: feature.to_owned(),
+                    points: VecDeque::with_capacity(POINTS_PER_SERIES),
+                    updated: 0,
+                });
+                self.series.len() - 1
             }
-        }
-        let series = self.series.entry(key.clone()).or_insert_with(|| LiveSeries {
-            detector: event.detector.clone(),
-            entity: event.entity.clone(),
-            feature: feature.to_owned(),
-            points: VecDeque::with_capacity(POINTS_PER_SERIES),
-            updated: 0,
-        });
+        };
+        let series = &mut self.series[index];
         series.updated = self.tick;
         if series.points.len() == POINTS_PER_SERIES {
             series.points.pop_front();
@@ -132,7 +140,7 @@ impl LiveView {
             if self.recent.len() == MAX_RECENT_ANOMALIES {
                 self.recent.pop_front();
             }
-            self.recent.push_back((now_ms, key));
+            self.recent.push_back((now_ms, ModelKey { detector: event.detector.clone(), entity: event.entity.clone() }));
         }
     }
 
@@ -154,7 +162,7 @@ impl LiveView {
             .collect();
         top.sort_by(|a, b| b.anomalies.cmp(&a.anomalies).then_with(|| a.entity.cmp(&b.entity)));
         top.truncate(TOP_ENTITIES);
-        let mut series: Vec<LiveSeries> = self.series.values().cloned().collect();
+        let mut series = self.series.clone();
         series.sort_by(|a, b| (&a.detector, &a.entity).cmp(&(&b.detector, &b.entity)));
         LiveSnapshot {
             now_ms,

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::{oneshot, watch};
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use super::catalog::Catalog;
@@ -20,7 +20,7 @@ use super::config::{Config, ServiceConfig};
 use super::scorer::Scorer;
 use super::telemetry::Metrics;
 use crate::detector::registry::Registry;
-use crate::sink::journal;
+use crate::sink::{journal, queue};
 use crate::source::grpc::api::{DetectorsApi, ModelsApi, ScoringApi};
 use crate::source::grpc::auth::BearerToken;
 use crate::source::grpc::convert;
@@ -28,8 +28,6 @@ use crate::source::grpc::proto::{self, detectors_server::DetectorsServer, models
 use crate::source::simulator;
 use crate::store::embedded::EmbeddedStore;
 
-/// Deliveries queued for the sinks before sources wait.
-const SINK_QUEUE: usize = 1024;
 /// How long open gRPC calls (e.g. a ScoreStream) get to finish at shutdown.
 const GRPC_GRACE: Duration = Duration::from_secs(10);
 
@@ -107,7 +105,7 @@ pub async fn run(config: ServiceConfig, listeners: Listeners, shutdown: impl Fut
     let (catalog, detectors) = Catalog::load(&cfg.models.detectors, &builtin, store.clone())?;
     let registry = Registry::new(detectors, cfg.models.max_resident, store.clone()).with_max_lateness_ms(cfg.models.max_lateness_ms);
     let metrics = Arc::new(Metrics::default());
-    let (deliveries, queued) = mpsc::channel(SINK_QUEUE);
+    let (deliveries, queued) = queue::queue(queue::DEFAULT_CAPACITY);
     let scorer = Arc::new(Scorer::new(registry, metrics.clone(), deliveries));
     let (drain, drained) = oneshot::channel();
     let writer = tokio::spawn(journal::run(store.clone(), queued, cfg.store.keep_events, metrics, drained));
@@ -152,7 +150,9 @@ pub async fn run(config: ServiceConfig, listeners: Listeners, shutdown: impl Fut
             ModelsServer::new(ModelsApi::new(scorer.clone())).max_decoding_message_size(max_message),
             check,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped());
+        // No Nagle: a reply's last segment must not wait for the client's delayed ACK
+        // (40 ms stalls on loopback).
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)), stopped());
     let grpc = tokio::spawn(grpc);
     tracing::info!(address = %grpc_address, "gRPC API listening");
 

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
 
 use super::live::{LiveSnapshot, LiveView};
 use super::telemetry::Metrics;
 use crate::detector::config::Detector;
 use crate::detector::registry::{Processed, Registry, RegistryError};
+use crate::sink::queue;
 use crate::event::{now_ms, Alert, Attribution, DeadLetter, Record, ScoredEvent};
 
 /// Why one record was not scored. The message names the field, the value and what is
@@ -78,7 +78,7 @@ pub struct Scorer {
     registry: Mutex<Registry>,
     live: Mutex<LiveView>,
     metrics: Arc<Metrics>,
-    sink: mpsc::Sender<Delivery>,
+    sink: queue::Sender,
     /// Makes the ids of records that bring neither an id nor a source position unique.
     next_id: AtomicU64,
 }
@@ -110,7 +110,7 @@ fn feature_values(record: &Record, detector: &Detector) -> Result<Vec<f64>, Reco
 }
 
 impl Scorer {
-    pub fn new(registry: Registry, metrics: Arc<Metrics>, sink: mpsc::Sender<Delivery>) -> Self {
+    pub fn new(registry: Registry, metrics: Arc<Metrics>, sink: queue::Sender) -> Self {
         Scorer {
             registry: Mutex::new(registry),
             live: Mutex::new(LiveView::default()),
@@ -129,50 +129,58 @@ impl Scorer {
         lock(&self.registry)
     }
 
-    /// Scores `records` from `origin` in order: one result per record, and what the
-    /// sinks must get (see [`Scorer::deliver`]).
-    pub fn score(&self, origin: &str, records: Vec<Record>) -> (Vec<Result<ScoredEvent, RecordError>>, Delivery) {
+    /// Scores `records` from `origin` in order: one result per record (the index of its
+    /// event in the delivery, or why it was not scored), and what the sinks must get
+    /// (see [`Scorer::deliver`]).
+    pub fn score(&self, origin: &str, records: Vec<Record>) -> (Vec<Result<usize, RecordError>>, Delivery) {
         self.metrics.records_received(origin, records.len());
         let ingested_at = now_ms();
-        let mut delivery = Delivery::default();
+        let mut delivery = Delivery { events: Vec::with_capacity(records.len()), ..Delivery::default() };
         let mut results = Vec::with_capacity(records.len());
-        let mut charted = Vec::new();
-        {
-            let mut registry = lock(&self.registry);
-            let before = registry.stats();
-            for record in records {
-                let result = self.score_one(&mut registry, &record, ingested_at);
-                match &result {
-                    Ok((event, feature)) => {
-                        if event.is_anomaly && event.starts_region {
-                            delivery.alerts.push(Alert::of(event));
-                        }
-                        charted.push(feature.clone());
-                        delivery.events.push(event.clone());
-                    }
-                    Err(RecordError::AlreadyLearned) => {}
-                    Err(e) => {
-                        let letter = DeadLetter {
-                            origin: origin.to_owned(),
-                            source: record.source.clone(),
-                            raw: serde_json::to_vec(&record).unwrap_or_default(),
-                            reason: e.to_string(),
-                            at_ms: ingested_at,
-                        };
-                        self.metrics.record_rejected(&letter, e.kind());
-                        delivery.dead_letters.push(letter);
-                    }
-                }
-                results.push(result.map(|(event, _)| event));
-            }
-            self.metrics.models_observed(registry.resident(), registry.models_memory_bytes(), registry.stats(), before);
-        }
+        // Counted per batch: a labelled counter costs a lookup per bump.
+        let mut scored: Vec<(String, u64, u64)> = Vec::new();
+        let mut registry = lock(&self.registry);
+        let before = registry.stats();
         let mut live = lock(&self.live);
-        for (event, feature) in delivery.events.iter().zip(&charted) {
-            live.observe(event, feature, ingested_at);
+        for record in records {
+            match self.score_one(&mut registry, record, ingested_at) {
+                Ok((event, feature)) => {
+                    live.observe(&event, feature, ingested_at);
+                    match scored.iter_mut().find(|(d, _, _)| *d == event.detector) {
+                        Some((_, n, anomalies)) => {
+                            *n += 1;
+                            *anomalies += u64::from(event.is_anomaly);
+                        }
+                        None => scored.push((event.detector.clone(), 1, u64::from(event.is_anomaly))),
+                    }
+                    if event.is_anomaly && event.starts_region {
+                        delivery.alerts.push(Alert::of(&event));
+                    }
+                    results.push(Ok(delivery.events.len()));
+                    delivery.events.push(event);
+                }
+                Err(failed) if matches!(failed.0, RecordError::AlreadyLearned) => results.push(Err(RecordError::AlreadyLearned)),
+                Err(failed) => {
+                    let (e, record) = *failed;
+                    let letter = DeadLetter {
+                        origin: origin.to_owned(),
+                        raw: serde_json::to_vec(&record).unwrap_or_default(),
+                        source: record.source,
+                        reason: e.to_string(),
+                        at_ms: ingested_at,
+                    };
+                    self.metrics.record_rejected(&letter, e.kind());
+                    live.error_seen();
+                    delivery.dead_letters.push(letter);
+                    results.push(Err(e));
+                }
+            }
         }
-        for _ in &delivery.dead_letters {
-            live.error_seen();
+        drop(live);
+        self.metrics.models_observed(registry.resident(), registry.models_memory_bytes(), registry.stats(), before);
+        drop(registry);
+        for (detector, n, anomalies) in scored {
+            self.metrics.records_scored(&detector, n, anomalies);
         }
         for alert in &delivery.alerts {
             self.metrics.alert_raised(alert);
@@ -180,17 +188,28 @@ impl Scorer {
         (results, delivery)
     }
 
-    fn score_one(&self, registry: &mut Registry, record: &Record, ingested_at: i64) -> Result<(ScoredEvent, String), RecordError> {
-        let detector = registry.detector(&record.detector).ok_or_else(|| RecordError::UnknownDetector(record.detector.clone()))?;
-        let values = feature_values(record, detector)?;
-        let features = detector.features.clone();
+    /// Scores one record; on failure gives the record back for the dead letter.
+    fn score_one<'r>(
+        &self,
+        registry: &'r mut Registry,
+        record: Record,
+        ingested_at: i64,
+    ) -> Result<(ScoredEvent, &'r str), Box<(RecordError, Record)>> {
+        let Some(detector) = registry.detector(&record.detector) else {
+            return Err(Box::new((RecordError::UnknownDetector(record.detector.clone()), record)));
+        };
+        let values = match feature_values(&record, detector) {
+            Ok(values) => values,
+            Err(e) => return Err(Box::new((e, record))),
+        };
         let event_ms = if record.event_ms == 0 { ingested_at } else { record.event_ms };
         let started = Instant::now();
-        let output = match registry.process(&record.detector, &record.entity, event_ms, &values, record.source.as_ref())? {
-            Processed::Scored(output) => output,
-            Processed::AlreadyLearned => return Err(RecordError::AlreadyLearned),
+        let output = match registry.process(&record.detector, &record.entity, event_ms, &values, record.source.as_ref()) {
+            Ok(Processed::Scored(output)) => output,
+            Ok(Processed::AlreadyLearned) => return Err(Box::new((RecordError::AlreadyLearned, record))),
+            Err(e) => return Err(Box::new((e.into(), record))),
         };
-        self.metrics.record_scored(&record.detector, output.is_anomaly, started.elapsed().as_secs_f64());
+        self.metrics.score_seconds.observe(started.elapsed().as_secs_f64());
         let id = match (&record.source, &record.id) {
             (Some(p), _) => format!("{}/{}/{}", p.stream, p.shard, p.sequence),
             (None, Some(id)) => id.clone(),
@@ -199,14 +218,16 @@ impl Scorer {
                 format!("{}/{}/{event_ms}/{ingested_at}-{n}", record.detector, record.entity)
             }
         };
+        // Scoring succeeded, so the detector exists.
+        let features: &[String] = registry.detector(&record.detector).map_or(&[], |d| d.features.as_slice());
         let by_feature = |v: &[f64]| -> BTreeMap<String, f64> { features.iter().cloned().zip(v.iter().copied()).collect() };
         let event = ScoredEvent {
             id,
             event_ms,
             ingested_at,
-            detector: record.detector.clone(),
-            entity: record.entity.clone(),
-            values: record.values.clone(),
+            detector: record.detector,
+            entity: record.entity,
+            values: record.values,
             anomaly_score: output.anomaly_score,
             anomaly_grade: output.anomaly_grade,
             confidence: output.confidence,
@@ -216,10 +237,9 @@ impl Scorer {
             attribution: features.iter().cloned().zip(output.attribution.iter().map(Attribution::from)).collect(),
             expected_values: by_feature(&output.expected_values),
             steps_back: output.steps_back,
-            source: record.source.clone(),
+            source: record.source,
         };
-        let feature = features.into_iter().next().unwrap_or_default();
-        Ok((event, feature))
+        Ok((event, features.first().map_or("", String::as_str)))
     }
 
     /// Hands a delivery to the sinks; waits while they are behind.

@@ -98,13 +98,13 @@ impl Metrics {
         self.records_received.get_or_create(&SourceLabels { source: source.into() }).inc_by(count as u64);
     }
 
-    pub fn record_scored(&self, detector: &str, is_anomaly: bool, seconds: f64) {
+    /// `count` records of `detector` scored, `anomalies` of them flagged.
+    pub fn records_scored(&self, detector: &str, count: u64, anomalies: u64) {
         let labels = DetectorLabels { detector: detector.into() };
-        self.records_scored.get_or_create(&labels).inc();
-        if is_anomaly {
-            self.anomalies.get_or_create(&labels).inc();
+        self.records_scored.get_or_create(&labels).inc_by(count);
+        if anomalies > 0 {
+            self.anomalies.get_or_create(&labels).inc_by(anomalies);
         }
-        self.score_seconds.observe(seconds);
     }
 
     /// A record that could not be scored: logged at debug (a bad client could flood the

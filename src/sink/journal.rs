@@ -1,38 +1,48 @@
 //! The embedded store as a sink: scored events, alerts and dead letters, written in
-//! batches (one transaction for whatever has queued up, so a burst costs one commit).
+//! batches (one transaction for whatever has queued up, so a burst costs one commit),
+//! made durable (fsync) at most once per [`SYNC_EVERY`] and at shutdown, so a crash of
+//! the machine loses at most that much of the journal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::service::scorer::Delivery;
+use super::queue::{Queued, Receiver};
 use crate::service::telemetry::Metrics;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::snapshot::StoreError;
 
 /// Deliveries written in one transaction at most.
 const MAX_DELIVERIES_PER_COMMIT: usize = 256;
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
-fn write(store: &EmbeddedStore, deliveries: &[Delivery], keep: u64) -> Result<(), StoreError> {
-    let events: Vec<_> = deliveries.iter().flat_map(|d| d.events.iter().cloned()).collect();
-    let alerts: Vec<_> = deliveries.iter().flat_map(|d| d.alerts.iter().cloned()).collect();
-    let letters: Vec<_> = deliveries.iter().flat_map(|d| d.dead_letters.iter().cloned()).collect();
-    store.append_events(&events, &alerts, keep)?;
-    if !letters.is_empty() {
-        store.append_dead_letters(&letters, keep)?;
+/// Writes `batch` in one transaction; its queue capacity is given back after.
+fn write(store: &EmbeddedStore, batch: Vec<Queued>, keep: u64, durable: bool) -> Result<(), StoreError> {
+    let (mut events, mut alerts, mut letters, mut permits) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for queued in batch {
+        let (delivery, permit) = queued.into_parts();
+        events.extend(delivery.events);
+        alerts.extend(delivery.alerts);
+        letters.extend(delivery.dead_letters);
+        permits.push(permit);
     }
-    Ok(())
+    let written = store.append(&events, &alerts, &letters, keep, durable);
+    drop(permits);
+    written
 }
 
 /// Writes deliveries until `drain` fires, then what is still queued, then returns.
 pub async fn run(
     store: Arc<EmbeddedStore>,
-    mut deliveries: mpsc::Receiver<Delivery>,
+    mut deliveries: Receiver,
     keep: u64,
     metrics: Arc<Metrics>,
     mut drain: oneshot::Receiver<()>,
 ) {
     let mut draining = false;
+    let mut synced_at = tokio::time::Instant::now();
+    let mut unsynced = false;
     loop {
         let next = tokio::select! {
             next = deliveries.recv() => next,
@@ -42,23 +52,39 @@ pub async fn run(
                 draining = true;
                 continue;
             }
+            _ = tokio::time::sleep_until(synced_at + SYNC_EVERY), if unsynced => {
+                let store = store.clone();
+                report(tokio::task::spawn_blocking(move || store.sync()).await, &metrics);
+                (synced_at, unsynced) = (tokio::time::Instant::now(), false);
+                continue;
+            }
         };
         let Some(first) = next else { break };
         let mut batch = vec![first];
         while batch.len() < MAX_DELIVERIES_PER_COMMIT {
             match deliveries.try_recv() {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
+                Some(more) => batch.push(more),
+                None => break,
             }
         }
+        let durable = synced_at.elapsed() >= SYNC_EVERY;
         let store = store.clone();
-        let written = tokio::task::spawn_blocking(move || write(&store, &batch, keep)).await;
-        let failure = match written {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e.to_string(),
-        };
-        tracing::error!(error = %failure, "writing scored events to the embedded store failed");
-        metrics.error("store", "write_failed");
+        report(tokio::task::spawn_blocking(move || write(&store, batch, keep, durable)).await, &metrics);
+        if durable {
+            synced_at = tokio::time::Instant::now();
+        }
+        unsynced = !durable;
     }
+    report(tokio::task::spawn_blocking(move || store.sync()).await, &metrics);
+}
+
+/// Logs and counts a failed write; the events in it are lost to the journal only.
+fn report(written: Result<Result<(), StoreError>, tokio::task::JoinError>, metrics: &Metrics) {
+    let failure = match written {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(error = %failure, "writing to the embedded store failed");
+    metrics.error("store", "write_failed");
 }

@@ -2,7 +2,7 @@
 //! they were written (keyed by a sequence number, oldest trimmed past a cap), and the
 //! detectors created through the API (so they outlive a restart).
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{Durability, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::embedded::{backend, EmbeddedStore};
@@ -67,17 +67,35 @@ fn newest<T: DeserializeOwned>(store: &EmbeddedStore, table: TableDefinition<u64
 }
 
 impl EmbeddedStore {
-    /// Writes a batch of scored events and its alerts in one transaction, keeping at
-    /// most `keep` of each.
-    pub fn append_events(&self, events: &[ScoredEvent], alerts: &[Alert], keep: u64) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(backend)?;
-        append(&txn, EVENTS, events, keep)?;
-        append(&txn, ALERTS, alerts, keep)?;
-        txn.commit().map_err(backend)
+    /// A journal write. Not `durable`: kept by redb in memory until the next durable
+    /// commit, because on Linux every durable commit is an fsync, which costs more than
+    /// the writing itself; the journal sink makes a durable commit at least once a second.
+    fn begin_journal_write(&self, durable: bool) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        if !durable {
+            txn.set_durability(Durability::None);
+        }
+        Ok(txn)
     }
 
-    pub fn append_dead_letters(&self, letters: &[DeadLetter], keep: u64) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(backend)?;
+    /// Makes every earlier journal write durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.begin_write().map_err(backend)?.commit().map_err(backend)
+    }
+
+    /// Writes a batch of scored events, alerts and dead letters in one transaction,
+    /// keeping at most `keep` of each.
+    pub fn append(
+        &self,
+        events: &[ScoredEvent],
+        alerts: &[Alert],
+        letters: &[DeadLetter],
+        keep: u64,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.begin_journal_write(durable)?;
+        append(&txn, EVENTS, events, keep)?;
+        append(&txn, ALERTS, alerts, keep)?;
         append(&txn, DEAD_LETTERS, letters, keep)?;
         txn.commit().map_err(backend)
     }
@@ -143,7 +161,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let store = EmbeddedStore::open(&path).expect("open");
         for i in 0..5 {
-            store.append_dead_letters(&[letter(2 * i), letter(2 * i + 1)], 4).expect("append");
+            store.append(&[], &[], &[letter(2 * i), letter(2 * i + 1)], 4, i % 2 == 0).expect("append");
         }
         let kept: Vec<u8> = store.recent_dead_letters(10).expect("read").iter().map(|l| l.raw[0]).collect();
         assert_eq!(kept, vec![9, 8, 7, 6]);

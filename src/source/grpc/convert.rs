@@ -20,14 +20,14 @@ pub fn record(wire: proto::Record) -> Record {
     }
 }
 
-pub fn scored_event(event: ScoredEvent) -> proto::ScoredEvent {
+pub fn scored_event(event: &ScoredEvent) -> proto::ScoredEvent {
     proto::ScoredEvent {
-        id: event.id,
-        detector: event.detector,
-        entity: event.entity,
+        id: event.id.clone(),
+        detector: event.detector.clone(),
+        entity: event.entity.clone(),
         event_time_ms: event.event_ms,
         ingested_at_ms: event.ingested_at,
-        values: event.values.into_iter().collect(),
+        values: event.values.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         anomaly_score: event.anomaly_score,
         anomaly_grade: event.anomaly_grade,
         confidence: event.confidence,
@@ -35,16 +35,16 @@ pub fn scored_event(event: ScoredEvent) -> proto::ScoredEvent {
         learning: event.learning,
         attribution: event
             .attribution
-            .into_iter()
+            .iter()
             .map(|(name, a)| {
                 let direction = match a.direction {
                     Direction::High => "HIGH",
                     Direction::Low => "LOW",
                 };
-                (name, proto::Attribution { score: a.score, direction: direction.into(), strength: a.strength })
+                (name.clone(), proto::Attribution { score: a.score, direction: direction.into(), strength: a.strength })
             })
             .collect(),
-        expected_values: event.expected_values.into_iter().collect(),
+        expected_values: event.expected_values.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         steps_back: u32::try_from(event.steps_back).unwrap_or(u32::MAX),
         starts_region: event.starts_region,
     }
@@ -64,7 +64,7 @@ pub fn record_code(e: &RecordError) -> (Code, &'static str) {
     }
 }
 
-pub fn record_result(result: Result<ScoredEvent, RecordError>) -> proto::RecordResult {
+pub fn record_result(result: Result<&ScoredEvent, RecordError>) -> proto::RecordResult {
     let result = match result {
         Ok(event) => proto::record_result::Result::Event(scored_event(event)),
         Err(e) => proto::record_result::Result::Error(proto::RecordError {

@@ -1,0 +1,259 @@
+//! The gRPC API's cost over the detector itself. Criterion measures records per second
+//! for (a) the detector in process (the registry, one model per entity) and (b) batch
+//! `Score` calls of the same records over loopback to a running service (which also
+//! builds scored events and journals them). Then, outside criterion, the unary `Score`
+//! latency: first the peak rate of one-record calls from a few concurrent clients,
+//! then calls paced at half that rate, reporting p50/p99.
+//! Run: `cargo bench --bench grpc`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use rcfd::detector::config::DetectorConfig;
+use rcfd::detector::registry::Registry;
+use rcfd::service::config::Config;
+use rcfd::service::scorer::Scorer;
+use rcfd::service::telemetry::Metrics;
+use rcfd::service::{run, Listeners};
+use rcfd::source::grpc::proto::{self, scoring_client::ScoringClient};
+use rcfd::store::embedded::EmbeddedStore;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+/// The default detector: 50 trees, sample size 256, shingle 1.
+const DETECTOR: &str = "name = \"bench\"\nentity_key = [\"id\"]\nfeatures = [\"v\"]\n";
+const ENTITIES: usize = 8;
+const BATCH: usize = 1_000;
+const WARM_UP_PER_ENTITY: usize = 300;
+/// Concurrent clients when finding the unary peak.
+const CLIENTS: usize = 4;
+
+fn value(entity: usize, step: usize) -> f64 {
+    10.0 + ((step * 7 + entity * 3) % 11) as f64
+}
+
+fn records(step: &mut usize) -> Vec<proto::Record> {
+    (0..BATCH)
+        .map(|i| {
+            let entity = i % ENTITIES;
+            let record = proto::Record {
+                detector: "bench".into(),
+                entity: format!("sensor-{entity}"),
+                event_time_ms: 1_000_000 + *step as i64,
+                values: [("v".to_owned(), value(entity, *step))].into_iter().collect(),
+                id: String::new(),
+            };
+            if entity == ENTITIES - 1 {
+                *step += 1;
+            }
+            record
+        })
+        .collect()
+}
+
+fn in_process(c: &mut Criterion) {
+    let detector = DetectorConfig::from_toml(DETECTOR).expect("parses").validate().expect("valid");
+    let path = std::env::temp_dir().join(format!("rcfd-bench-grpc-inproc-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut registry = Registry::new(vec![detector], 1_000, Arc::new(EmbeddedStore::open(&path).expect("store")));
+    let names: Vec<String> = (0..ENTITIES).map(|e| format!("sensor-{e}")).collect();
+    let mut step = 0;
+    let feed = |registry: &mut Registry, n: usize, step: &mut usize| {
+        for i in 0..n {
+            let entity = i % ENTITIES;
+            registry.process("bench", &names[entity], 1_000_000 + *step as i64, &[value(entity, *step)], None).expect("scored");
+            if entity == ENTITIES - 1 {
+                *step += 1;
+            }
+        }
+    };
+    feed(&mut registry, WARM_UP_PER_ENTITY * ENTITIES, &mut step);
+    let mut group = c.benchmark_group("grpc");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    group.bench_function("detector_in_process", |b| b.iter(|| feed(&mut registry, BATCH, &mut step)));
+
+    // The same through the service's scorer (events, alerts, live page, metrics), with
+    // the deliveries dropped: the cost of the service layer without gRPC and journal.
+    let (deliveries, _queued) = rcfd::sink::queue::queue(rcfd::sink::queue::DEFAULT_CAPACITY);
+    let scorer = Scorer::new(registry, Arc::new(Metrics::default()), deliveries);
+    group.bench_function("scorer_in_process", |b| {
+        b.iter_batched(
+            || records(&mut step).into_iter().map(rcfd::source::grpc::convert::record).collect::<Vec<_>>(),
+            |batch| {
+                let (results, delivery) = scorer.score("bench", batch);
+                assert!(results.iter().all(Result::is_ok));
+                drop(delivery);
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+    let _ = std::fs::remove_file(path);
+}
+
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    channel: Channel,
+    stop: tokio::sync::oneshot::Sender<()>,
+    service: tokio::task::JoinHandle<anyhow::Result<()>>,
+    store: std::path::PathBuf,
+}
+
+fn start() -> Running {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let store = std::env::temp_dir().join(format!("rcfd-bench-grpc-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&store);
+    let text = format!("[store]\npath = '{}'\n[http]\nenabled = false\n", store.display());
+    let config = Config::from_toml_with_env(&text, Vec::new()).expect("config").validate().expect("valid");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (service, channel) = runtime.block_on(async {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = grpc.local_addr().expect("address");
+        let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
+        let created = rcfd::source::grpc::proto::detectors_client::DetectorsClient::new(channel.clone())
+            .create_detector(proto::CreateDetectorRequest { config_toml: DETECTOR.into() })
+            .await;
+        created.expect("detector created");
+        (service, channel)
+    });
+    Running { runtime, channel, stop, service, store }
+}
+
+fn score_batch(c: &mut Criterion, running: &Running) {
+    let mut client = ScoringClient::new(running.channel.clone());
+    let mut step = 0;
+    running.runtime.block_on(async {
+        for _ in 0..(WARM_UP_PER_ENTITY * ENTITIES / BATCH) {
+            client.score(proto::ScoreRequest { records: records(&mut step) }).await.expect("scored");
+        }
+    });
+    let mut group = c.benchmark_group("grpc");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    group.bench_function("score_batch_1000_over_loopback", |b| {
+        b.iter_batched(
+            || records(&mut step),
+            |batch| {
+                running.runtime.block_on(client.score(proto::ScoreRequest { records: batch })).expect("scored");
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    // What a client that keeps two batches in flight gets: while one batch is scored,
+    // the other core decodes, encodes and journals the other.
+    group.throughput(Throughput::Elements(2 * BATCH as u64));
+    let mut second = client.clone();
+    group.bench_function("score_batch_1000_two_in_flight", |b| {
+        b.iter_batched(
+            || (records(&mut step), records(&mut step)),
+            |(first_batch, second_batch)| {
+                running.runtime.block_on(async {
+                    let (a, b) = tokio::join!(
+                        client.score(proto::ScoreRequest { records: first_batch }),
+                        second.score(proto::ScoreRequest { records: second_batch })
+                    );
+                    a.expect("scored");
+                    b.expect("scored");
+                })
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn one_record(step: usize) -> proto::ScoreRequest {
+    let entity = step % ENTITIES;
+    proto::ScoreRequest {
+        records: vec![proto::Record {
+            detector: "bench".into(),
+            entity: format!("sensor-{entity}"),
+            event_time_ms: 100_000_000 + step as i64,
+            values: [("v".to_owned(), value(entity, step))].into_iter().collect(),
+            id: String::new(),
+        }],
+    }
+}
+
+/// Unary calls per second from `CLIENTS` clients calling back to back for `duration`.
+async fn peak_rate(channel: &Channel, duration: Duration) -> f64 {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let mut client = ScoringClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut calls = 0usize;
+            while Instant::now() < deadline {
+                client.score(one_record(c + calls * CLIENTS)).await.expect("scored");
+                calls += 1;
+            }
+            calls
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("client");
+    }
+    total as f64 / duration.as_secs_f64()
+}
+
+/// Latencies of calls started at `rate` per second (open loop: a slow call does not
+/// delay the next start), sorted.
+async fn paced_latencies(channel: &Channel, rate: f64, calls: usize) -> Vec<Duration> {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(calls);
+    for n in 0..calls {
+        let due = start + interval * n as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let mut client = ScoringClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            client.score(one_record(n)).await.expect("scored");
+            sent.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(calls);
+    for task in tasks {
+        latencies.push(task.await.expect("call"));
+    }
+    latencies.sort();
+    latencies
+}
+
+fn unary_latency(running: &Running) {
+    running.runtime.block_on(async {
+        let peak = peak_rate(&running.channel, Duration::from_secs(3)).await;
+        let rate = peak / 2.0;
+        let latencies = paced_latencies(&running.channel, rate, (rate * 5.0) as usize).await;
+        let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        println!(
+            "grpc/unary_score: peak {peak:.0} calls/s ({CLIENTS} clients); at half ({rate:.0} calls/s, {} calls): p50 {:?}, p99 {:?}, max {:?}",
+            latencies.len(),
+            at(0.50),
+            at(0.99),
+            latencies[latencies.len() - 1]
+        );
+    });
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    in_process(&mut criterion);
+    let running = start();
+    score_batch(&mut criterion, &running);
+    // Criterion's name filter (the first free argument) also selects this report.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.is_none_or(|f| "grpc/unary_score".contains(f.as_str())) {
+        unary_latency(&running);
+    }
+    let _ = running.stop.send(());
+    let _ = running.runtime.block_on(running.service);
+    let _ = std::fs::remove_file(&running.store);
+    criterion.final_summary();
+}
