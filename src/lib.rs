@@ -45,6 +45,7 @@
 //! bytes, position and reason; nothing is dropped silently.
 
 pub mod cli;
+pub mod decode;
 pub mod detector;
 pub mod eval;
 pub mod event;
