@@ -27,9 +27,7 @@ impl Stream {
     }
     /// A noisy sine per feature, as sensors produce.
     fn record(&mut self, i: usize, features: usize) -> Vec<f32> {
-        (0..features)
-            .map(|f| (10.0 * ((i + 7 * f) as f64 * 0.05).sin()) as f32 + self.gaussian())
-            .collect()
+        (0..features).map(|f| (10.0 * ((i + 7 * f) as f64 * 0.05).sin()) as f32 + self.gaussian()).collect()
     }
 }
 
@@ -43,7 +41,8 @@ const CASES: [(&str, usize, usize, usize); 5] = [
 
 /// A forest in steady state and the next `BATCH` records of its stream.
 fn warmed_up(features: usize, shingle_size: usize, trees: usize, threads: usize) -> (Forest, Vec<Vec<f32>>) {
-    let config = ForestConfig { features, shingle_size, trees, sample_size: 256, seed: 7, threads, ..Default::default() };
+    let config =
+        ForestConfig { features, shingle_size, trees, sample_size: 256, seed: 7, threads, ..Default::default() };
     let mut forest = Forest::new(&config).expect("valid config");
     let mut stream = Stream(0x9e37_79b9_7f4a_7c15);
     for i in 0..WARM_UP_POINTS {
@@ -59,7 +58,11 @@ fn bench_forest(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH as u64));
     for (name, features, shingle_size, trees) in CASES {
         let (mut forest, records) = warmed_up(features, shingle_size, trees, 1);
-        eprintln!("{name}: memory_bytes = {} ({:.1} KiB)", forest.memory_bytes(), forest.memory_bytes() as f64 / 1024.0);
+        eprintln!(
+            "{name}: memory_bytes = {} ({:.1} KiB)",
+            forest.memory_bytes(),
+            forest.memory_bytes() as f64 / 1024.0
+        );
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
                 let mut total = 0.0;

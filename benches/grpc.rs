@@ -62,7 +62,9 @@ fn in_process(c: &mut Criterion) {
     let feed = |registry: &mut Registry, n: usize, step: &mut usize| {
         for i in 0..n {
             let entity = i % ENTITIES;
-            registry.process("bench", &names[entity], 1_000_000 + *step as i64, &[value(entity, *step)], None).expect("scored");
+            registry
+                .process("bench", &names[entity], 1_000_000 + *step as i64, &[value(entity, *step)], None)
+                .expect("scored");
             if entity == ENTITIES - 1 {
                 *step += 1;
             }
@@ -114,7 +116,8 @@ fn start() -> Running {
         let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
             let _ = stopped.await;
         }));
-        let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
+        let channel =
+            Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
         let created = rcfd::source::grpc::proto::detectors_client::DetectorsClient::new(channel.clone())
             .create_detector(proto::CreateDetectorRequest { config_toml: DETECTOR.into() })
             .await;

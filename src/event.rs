@@ -103,7 +103,8 @@ impl Alert {
         let cause = match causes.first() {
             Some((feature, a)) => {
                 let value = event.values.get(*feature).copied().unwrap_or(f64::NAN);
-                let expected = event.expected_values.get(*feature).map_or(String::new(), |e| format!(", expected about {e:.3}"));
+                let expected =
+                    event.expected_values.get(*feature).map_or(String::new(), |e| format!(", expected about {e:.3}"));
                 let direction = match a.direction {
                     Direction::High => "high",
                     Direction::Low => "low",
@@ -133,9 +134,7 @@ pub struct DeadLetter {
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

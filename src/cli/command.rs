@@ -292,7 +292,12 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
     let files: Vec<ScoredFile> = series
         .iter()
         .zip(all_scores)
-        .map(|(s, scores)| ScoredFile { name: s.name.clone(), category: s.category.clone(), scores, windows: s.windows.clone() })
+        .map(|(s, scores)| ScoredFile {
+            name: s.name.clone(),
+            category: s.category.clone(),
+            scores,
+            windows: s.windows.clone(),
+        })
         .collect();
     print!("{}", corpus::format_reports(&corpus::report(&files, &profiles)));
     print!("{}", classification::format_metrics(&row_metrics, &classification::row_metrics(&pooled)));

@@ -76,8 +76,13 @@ impl std::str::FromStr for PlotTarget {
 /// Registers the embedded font once per process; plotters keeps fonts in a global table.
 fn register_font() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok());
-    if ok { Ok(()) } else { Err(PlotError::Font) }
+    let ok = *REGISTERED
+        .get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(PlotError::Font)
+    }
 }
 
 /// Draws `trace` to `target`.
@@ -142,7 +147,11 @@ impl XAxis {
             return XAxis::Row;
         }
         let ordered = |xs: &[f64]| xs.windows(2).all(|w| w[0] <= w[1]);
-        if let Some(xs) = timestamps.iter().map(|t| t.trim().parse::<f64>().ok().filter(|x| x.is_finite())).collect::<Option<Vec<f64>>>() {
+        if let Some(xs) = timestamps
+            .iter()
+            .map(|t| t.trim().parse::<f64>().ok().filter(|x| x.is_finite()))
+            .collect::<Option<Vec<f64>>>()
+        {
             if ordered(&xs) {
                 return XAxis::Number(xs);
             }
@@ -324,7 +333,10 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, trace: &Trace) -> Dra
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8)).border_style(BLACK).label_font((FONT, 14)).draw()?;
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font((FONT, 14))
+        .draw()?;
 
     let (_, top) = bounds(trace.scores.iter().copied());
     let mut chart = ChartBuilder::on(&scores)
@@ -429,7 +441,10 @@ mod tests {
         assert_eq!(format_datetime(1_709_296_200.0), "2024-03-01 12:30");
         assert_eq!(seconds_since_epoch("2024-13-01"), None);
         assert_eq!(seconds_since_epoch("yesterday"), None);
-        assert_eq!((short_number(40000.0), short_number(2.5), short_number(0.125)), ("40000".into(), "2.5".into(), "0.125".into()));
+        assert_eq!(
+            (short_number(40000.0), short_number(2.5), short_number(0.125)),
+            ("40000".into(), "2.5".into(), "0.125".into())
+        );
         let ts = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(XAxis::of(&ts(&["3", "5"]), 2), XAxis::Number(vec![3.0, 5.0]));
         assert_eq!(XAxis::of(&ts(&["5", "3"]), 2), XAxis::Row, "going back in time");

@@ -21,9 +21,11 @@ pub fn wanted(stderr_is_terminal: bool, input_bytes: Option<u64>) -> bool {
 /// A bar over the input's bytes: counting bytes read needs no first pass over the file
 /// to count its rows, and rows are near enough the same length for an honest ETA.
 pub fn bar(input_bytes: u64) -> ProgressBar {
-    let style = ProgressStyle::with_template("scoring [{bar:40}] {percent:>3}% {binary_bytes}/{binary_total_bytes}, {eta} left")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "scoring [{bar:40}] {percent:>3}% {binary_bytes}/{binary_total_bytes}, {eta} left",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
     // indicatif hides a stderr target that is not a terminal by itself as well.
     ProgressBar::with_draw_target(Some(input_bytes), ProgressDrawTarget::stderr()).with_style(style)
 }

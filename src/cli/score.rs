@@ -68,10 +68,10 @@ fn positions(header: &[String], names: &[String]) -> Result<Vec<usize>, ScoreErr
     names
         .iter()
         .map(|name| {
-            header.iter().position(|h| h == name).ok_or_else(|| ScoreError::UnknownColumn {
-                name: name.clone(),
-                available: header.join(", "),
-            })
+            header
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| ScoreError::UnknownColumn { name: name.clone(), available: header.join(", ") })
         })
         .collect()
 }
@@ -119,7 +119,9 @@ pub fn score_file(
     trace: Option<&mut Trace>,
 ) -> Result<usize, ScoreError> {
     let mut lines = input.lines().enumerate().map(|(i, l)| (i + 1, l));
-    let Some((first_line, first)) = lines.next() else { return Err(ScoreError::Empty) };
+    let Some((first_line, first)) = lines.next() else {
+        return Err(ScoreError::Empty);
+    };
     let first = first?;
     if first.trim_start().starts_with('{') {
         let rest = lines.map(|(n, l)| l.map(|l| (n, l)));
@@ -166,21 +168,29 @@ fn score_rows(
             if features.is_empty() {
                 return Err(ScoreError::NoFeatures { line });
             }
-            let names: Vec<String> =
-                features.iter().map(|&c| header.get(c).cloned().unwrap_or_else(|| format!("column{}", c + 1))).collect();
+            let names: Vec<String> = features
+                .iter()
+                .map(|&c| header.get(c).cloned().unwrap_or_else(|| format!("column{}", c + 1)))
+                .collect();
             let built = build_model(settings, &names)?;
             if is_header {
-                writeln!(output, "{first},anomaly_score,anomaly_grade,confidence,is_anomaly,attribution,expected_values")?;
+                writeln!(
+                    output,
+                    "{first},anomaly_score,anomaly_grade,confidence,is_anomaly,attribution,expected_values"
+                )?;
             }
             if let Some(trace) = trace.as_deref_mut() {
                 trace.features = names.clone();
             }
             model = Some((built, features, names));
         }
-        let Some((model, features, names)) = model.as_mut() else { continue };
+        let Some((model, features, names)) = model.as_mut() else {
+            continue;
+        };
         let mut values = Vec::with_capacity(features.len());
         for &column in features.iter() {
-            let value = fields.get(column).ok_or(ScoreError::ShortRow { line, expected: column + 1, found: fields.len() })?;
+            let value =
+                fields.get(column).ok_or(ScoreError::ShortRow { line, expected: column + 1, found: fields.len() })?;
             values.push(cell(line, column, value)?);
         }
         let out = model.process(&values).map_err(|source| ScoreError::Model { line, source })?;
@@ -233,8 +243,8 @@ fn score_ndjson(
         if text.trim().is_empty() {
             continue;
         }
-        let mut object: Map<String, Value> = serde_json::from_str(&text)
-            .map_err(|e| ScoreError::NotJson { line, reason: e.to_string() })?;
+        let mut object: Map<String, Value> =
+            serde_json::from_str(&text).map_err(|e| ScoreError::NotJson { line, reason: e.to_string() })?;
         if model.is_none() {
             let names: Vec<String> = match (&settings.detector, &settings.columns) {
                 (Some(detector), _) => detector.features.clone(),
@@ -253,7 +263,9 @@ fn score_ndjson(
             }
             model = Some((build_model(settings, &names)?, names));
         }
-        let Some((model, names)) = model.as_mut() else { continue };
+        let Some((model, names)) = model.as_mut() else {
+            continue;
+        };
         let mut values = Vec::with_capacity(names.len());
         for name in names.iter() {
             values.push(match object.get(name) {
@@ -354,7 +366,8 @@ mod tests {
         let out = run(&input, None).expect("scores");
         let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
         assert_eq!(rows.len(), 600);
-        let flagged: Vec<i64> = rows.iter().filter(|r| r["is_anomaly"] == true).map(|r| r["timestamp"].as_i64().expect("ts")).collect();
+        let flagged: Vec<i64> =
+            rows.iter().filter(|r| r["is_anomaly"] == true).map(|r| r["timestamp"].as_i64().expect("ts")).collect();
         assert_eq!(flagged, [500]);
         let spike = &rows[500];
         assert_eq!(spike["iotName"], "DemoSensor", "input fields are kept");

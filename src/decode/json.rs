@@ -57,7 +57,9 @@ impl JsonDecoder {
             let value = match object.get(field) {
                 None | Some(Value::Null) => f64::NAN,
                 Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-                Some(Value::String(s)) => s.trim().parse().map_err(|_| bad(field, &Value::String(s.clone()), "a number"))?,
+                Some(Value::String(s)) => {
+                    s.trim().parse().map_err(|_| bad(field, &Value::String(s.clone()), "a number"))?
+                }
                 Some(other) => return Err(bad(field, other, "a number")),
             };
             values.insert(feature.clone(), value);
@@ -66,8 +68,12 @@ impl JsonDecoder {
             None => arrival_ms,
             Some(field) => match object.get(field) {
                 None | Some(Value::Null) => return Err(DecodeError::MissingField { field: field.clone() }),
-                Some(Value::Number(n)) => n.as_i64().ok_or_else(|| bad(field, &Value::Number(n.clone()), "milliseconds since the epoch"))?,
-                Some(Value::String(s)) => rfc3339_ms(s).ok_or_else(|| bad(field, &Value::String(s.clone()), "RFC 3339 time"))?,
+                Some(Value::Number(n)) => {
+                    n.as_i64().ok_or_else(|| bad(field, &Value::Number(n.clone()), "milliseconds since the epoch"))?
+                }
+                Some(Value::String(s)) => {
+                    rfc3339_ms(s).ok_or_else(|| bad(field, &Value::String(s.clone()), "RFC 3339 time"))?
+                }
                 Some(other) => return Err(bad(field, other, "milliseconds since the epoch or RFC 3339 time")),
             },
         };
@@ -87,7 +93,13 @@ fn bad(field: &str, value: &Value, allowed: &str) -> DecodeError {
 /// `2026-11-23T18:07:36Z` or with `.123` and a `+hh:mm` offset -> milliseconds.
 pub fn rfc3339_ms(text: &str) -> Option<i64> {
     let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
@@ -131,7 +143,10 @@ impl Decoder for JsonDecoder {
         let parsed: Result<Value, _> = serde_json::from_slice(data);
         vec![match parsed {
             Ok(Value::Object(object)) => self.one(&object, arrival_ms),
-            Ok(other) => Err(DecodeError::Malformed { format: "JSON", reason: format!("expected an object, got {}", kind(&other)) }),
+            Ok(other) => Err(DecodeError::Malformed {
+                format: "JSON",
+                reason: format!("expected an object, got {}", kind(&other)),
+            }),
             Err(e) => Err(DecodeError::Malformed { format: "JSON", reason: e.to_string() }),
         }]
     }
@@ -159,8 +174,16 @@ mod tests {
     #[test]
     fn the_reference_scenario_decodes_with_the_defaults() {
         let d = decode(JsonConfig::default(), r#"{"iotName": "DemoSensor", "iotValue": 14}"#).expect("decodes");
-        assert_eq!(d, Decoded { entity: "DemoSensor".into(), event_ms: 1_000, values: BTreeMap::from([("iotValue".into(), 14.0)]) });
-        let missing = decode(JsonConfig::default(), r#"{"iotName": "DemoSensor"}"#).expect("a missing value is imputed later");
+        assert_eq!(
+            d,
+            Decoded {
+                entity: "DemoSensor".into(),
+                event_ms: 1_000,
+                values: BTreeMap::from([("iotValue".into(), 14.0)])
+            }
+        );
+        let missing =
+            decode(JsonConfig::default(), r#"{"iotName": "DemoSensor"}"#).expect("a missing value is imputed later");
         assert!(missing.values["iotValue"].is_nan());
     }
 
@@ -180,7 +203,11 @@ mod tests {
             values: BTreeMap::from([("bytes".into(), "b".into())]),
             event_time: Some("ts".into()),
         };
-        let d = decode(config.clone(), r#"{"account": 12, "interface": "eni-1", "b": "300", "ts": "2026-11-23T18:07:36.5Z"}"#).expect("decodes");
+        let d = decode(
+            config.clone(),
+            r#"{"account": 12, "interface": "eni-1", "b": "300", "ts": "2026-11-23T18:07:36.5Z"}"#,
+        )
+        .expect("decodes");
         assert_eq!(d.entity, "12/eni-1");
         assert_eq!(d.values["bytes"], 300.0);
         assert_eq!(d.event_ms, 1_795_457_256_500);

@@ -161,7 +161,11 @@ impl DetectorConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let field = e.span().map_or_else(String::new, |s| format!("at bytes {}..{}", s.start, s.end));
-            ConfigError { field: if field.is_empty() { "detector".into() } else { field }, value: String::new(), allowed: e.message().to_owned() }
+            ConfigError {
+                field: if field.is_empty() { "detector".into() } else { field },
+                value: String::new(),
+                allowed: e.message().to_owned(),
+            }
         })
     }
 
@@ -268,18 +272,31 @@ mod tests {
     #[test]
     fn errors_name_the_field_the_value_and_what_is_allowed() {
         let bad = |edit: &str| DetectorConfig::from_toml(&format!("{IOT}\n{edit}")).and_then(|c| c.validate());
-        let err = DetectorConfig::from_toml(&IOT.replace("trees = 50", "trees = 0")).expect("parses").validate().expect_err("0 trees");
+        let err = DetectorConfig::from_toml(&IOT.replace("trees = 50", "trees = 0"))
+            .expect("parses")
+            .validate()
+            .expect_err("0 trees");
         assert_eq!(err.to_string(), "forest.trees = 0: 1 to 1000");
-        let err = DetectorConfig::from_toml(&IOT.replace("iot-temperature", "iot temperature")).expect("parses").validate().expect_err("space");
+        let err = DetectorConfig::from_toml(&IOT.replace("iot-temperature", "iot temperature"))
+            .expect("parses")
+            .validate()
+            .expect_err("space");
         assert_eq!(err.field, "name");
-        let err = DetectorConfig::from_toml(&IOT.replace("[\"iotValue\"]", "[\"a\", \"a\"]")).expect("parses").validate().expect_err("twice");
+        let err = DetectorConfig::from_toml(&IOT.replace("[\"iotValue\"]", "[\"a\", \"a\"]"))
+            .expect("parses")
+            .validate()
+            .expect_err("twice");
         assert_eq!((err.field.as_str(), err.allowed.as_str()), ("features[1]", "each field once"));
-        let err = DetectorConfig::from_toml(&IOT.replace("z = 3.5", "z = -1.0")).expect("parses").validate().expect_err("z");
+        let err =
+            DetectorConfig::from_toml(&IOT.replace("z = 3.5", "z = -1.0")).expect("parses").validate().expect_err("z");
         assert_eq!(err.field, "threshold.z");
         let err = DetectorConfig::from_toml(&IOT.replace("\"normalize\"", "\"log\"")).expect_err("unknown transform");
         assert!(err.allowed.contains("unknown variant `log`"), "{err}");
         assert!(bad("colour = \"red\"").is_err(), "unknown fields are errors");
-        let err = DetectorConfig::from_toml(&format!("preset = \"x\"\n{IOT}")).expect("parses").validate().expect_err("preset");
+        let err = DetectorConfig::from_toml(&format!("preset = \"x\"\n{IOT}"))
+            .expect("parses")
+            .validate()
+            .expect_err("preset");
         assert_eq!(err.field, "preset");
     }
 

@@ -262,7 +262,6 @@ impl Model {
         let needed = (params.sample_size * 2) as f64;
         (self.forest.points_seen() as f64 / needed).min(1.0)
     }
-
 }
 
 /// Attribution per feature, where in the shingle the anomaly started, and the values

@@ -185,7 +185,8 @@ impl Registry {
         if self.models.contains_key(key) {
             return Ok(());
         }
-        let detector = self.detectors.get(&key.detector).ok_or_else(|| RegistryError::UnknownDetector(key.detector.clone()))?;
+        let detector =
+            self.detectors.get(&key.detector).ok_or_else(|| RegistryError::UnknownDetector(key.detector.clone()))?;
         let resident = match self.store.get(key)? {
             Some(snapshot) => {
                 self.stats.restored += 1;
@@ -213,8 +214,12 @@ impl Registry {
     }
 
     fn evict_least_recent(&mut self) -> Result<(), RegistryError> {
-        let Some((&tick, _)) = self.recency.iter().next() else { return Ok(()) };
-        let Some(key) = self.recency.remove(&tick) else { return Ok(()) };
+        let Some((&tick, _)) = self.recency.iter().next() else {
+            return Ok(());
+        };
+        let Some(key) = self.recency.remove(&tick) else {
+            return Ok(());
+        };
         if let Some(resident) = self.models.remove(&key) {
             self.store.put(&key, &Self::snapshot(&resident)?)?;
             self.stats.evicted += 1;
@@ -404,12 +409,17 @@ mod tests {
     fn bad_records_get_typed_errors() {
         let (store, path) = store("errors");
         let mut registry = Registry::new(vec![detector()], 10, store).with_max_lateness_ms(1_000);
-        assert!(matches!(registry.process("nope", "a", 0, &[1.0], None), Err(RegistryError::UnknownDetector(d)) if d == "nope"));
+        assert!(
+            matches!(registry.process("nope", "a", 0, &[1.0], None), Err(RegistryError::UnknownDetector(d)) if d == "nope")
+        );
         assert!(matches!(registry.process("iot", "", 0, &[1.0], None), Err(RegistryError::EmptyEntity)));
         registry.process("iot", "a", 10_000, &[1.0], None).expect("scored");
         registry.process("iot", "a", 9_500, &[1.0], None).expect("a little late is fine");
         let late = registry.process("iot", "a", 8_000, &[1.0], None).expect_err("too late");
-        assert_eq!(late.to_string(), "event time 8000 ms is 2000 ms before a's latest event; at most 1000 ms is allowed");
+        assert_eq!(
+            late.to_string(),
+            "event time 8000 ms is 2000 ms before a's latest event; at most 1000 ms is allowed"
+        );
         assert!(matches!(registry.process("iot", "a", 10_001, &[1.0, 2.0], None), Err(RegistryError::Model(_))));
         let _ = std::fs::remove_file(path);
     }

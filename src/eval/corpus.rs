@@ -54,7 +54,9 @@ pub fn load_profiles(path: &Path) -> Result<Vec<Profile>, CorpusError> {
         .iter()
         .map(|(name, profile)| {
             let weight = |field: &str| {
-                profile["CostMatrix"][field].as_f64().ok_or_else(|| bad(format!("{name}.CostMatrix.{field} is not a number")))
+                profile["CostMatrix"][field]
+                    .as_f64()
+                    .ok_or_else(|| bad(format!("{name}.CostMatrix.{field} is not a number")))
             };
             Ok(Profile {
                 name: name.clone(),
@@ -86,10 +88,15 @@ pub fn load(data: &Path, windows_file: &Path) -> Result<Vec<Series>, CorpusError
             timestamps.push(timestamp.trim().to_owned());
             values.push(value);
         }
-        let bad_windows = || CorpusError::Json { path: windows_file.to_owned(), reason: format!("{name}: expected [[start, end], ...]") };
+        let bad_windows = || CorpusError::Json {
+            path: windows_file.to_owned(),
+            reason: format!("{name}: expected [[start, end], ...]"),
+        };
         let mut rows = Vec::new();
         for window in windows.as_array().ok_or_else(bad_windows)? {
-            let (Some(start), Some(end)) = (window[0].as_str(), window[1].as_str()) else { return Err(bad_windows()) };
+            let (Some(start), Some(end)) = (window[0].as_str(), window[1].as_str()) else {
+                return Err(bad_windows());
+            };
             let first = timestamps.iter().position(|t| instant(t) >= instant(start));
             let last = timestamps.iter().rposition(|t| instant(t) <= instant(end));
             match (first, last) {
@@ -176,7 +183,8 @@ mod tests {
 
     /// A two-file corpus in a fresh temporary folder.
     fn corpus() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("rcfd-nab-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir =
+            std::env::temp_dir().join(format!("rcfd-nab-{}-{:?}", std::process::id(), std::thread::current().id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data/cat")).expect("temp dir");
         let mut csv = String::from("timestamp,value\n");
@@ -185,7 +193,8 @@ mod tests {
         }
         std::fs::write(dir.join("data/cat/a.csv"), &csv).expect("write");
         std::fs::write(dir.join("data/cat/b.csv"), &csv).expect("write");
-        let windows = r#"{"cat/a.csv": [["2024-01-01 00:28:00.000000", "2024-01-01 00:33:00.000000"]], "cat/b.csv": []}"#;
+        let windows =
+            r#"{"cat/a.csv": [["2024-01-01 00:28:00.000000", "2024-01-01 00:33:00.000000"]], "cat/b.csv": []}"#;
         std::fs::write(dir.join("windows.json"), windows).expect("write");
         dir
     }

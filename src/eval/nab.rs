@@ -42,7 +42,11 @@ pub fn peaks(scores: &[f64], window: usize) -> Vec<f64> {
     (0..scores.len())
         .map(|i| {
             let recent = &scores[i.saturating_sub(window)..i];
-            if recent.iter().all(|&s| scores[i] > s) { scores[i] } else { 0.0 }
+            if recent.iter().all(|&s| scores[i] > s) {
+                scores[i]
+            } else {
+                0.0
+            }
         })
         .collect()
 }
@@ -153,7 +157,8 @@ pub fn best_threshold(files: &[ScoredFile], profile: &Profile) -> Outcome {
                 Some(w) => {
                     let window = file.windows[w];
                     let width = window.1 - window.0 + 1;
-                    let before = earliest[f][w].map_or(-profile.fn_weight, |e| window_reward(e, window, width, profile));
+                    let before =
+                        earliest[f][w].map_or(-profile.fn_weight, |e| window_reward(e, window, width, profile));
                     if earliest[f][w].is_none_or(|e| row < e) {
                         earliest[f][w] = Some(row);
                         raw += window_reward(row, window, width, profile) - before;

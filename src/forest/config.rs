@@ -108,17 +108,15 @@ impl ForestConfig {
         if !(MIN_SAMPLE_SIZE..=MAX_SAMPLE_SIZE).contains(&self.sample_size) {
             return Err(invalid("sample_size", self.sample_size, format!("{MIN_SAMPLE_SIZE} to {MAX_SAMPLE_SIZE}")));
         }
-        let time_decay =
-            self.time_decay.unwrap_or(DEFAULT_TIME_DECAY_TIMES_SAMPLE_SIZE / self.sample_size as f64);
+        let time_decay = self.time_decay.unwrap_or(DEFAULT_TIME_DECAY_TIMES_SAMPLE_SIZE / self.sample_size as f64);
         if !(time_decay.is_finite() && (0.0..1.0).contains(&time_decay)) {
             return Err(invalid("time_decay", time_decay, "a finite number in [0, 1)"));
         }
         if self.threads == 0 || self.threads > MAX_THREADS {
             return Err(invalid("threads", self.threads, format!("1 to {MAX_THREADS}")));
         }
-        let output_after = self
-            .output_after
-            .unwrap_or((self.sample_size as f64 * DEFAULT_OUTPUT_AFTER_FRACTION) as usize);
+        let output_after =
+            self.output_after.unwrap_or((self.sample_size as f64 * DEFAULT_OUTPUT_AFTER_FRACTION) as usize);
         Ok(ForestParams {
             features: self.features,
             shingle_size: self.shingle_size,

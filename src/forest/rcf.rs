@@ -194,7 +194,9 @@ impl Forest {
     /// it: 0 while the forest is warming up, up to about log2(sample size).
     pub fn score(&self, record: &[f32]) -> Result<f64, ForestError> {
         let record = self.impute(record)?;
-        let Some(point) = self.candidate(&record) else { return Ok(0.0) };
+        let Some(point) = self.candidate(&record) else {
+            return Ok(0.0);
+        };
         if !self.is_ready() {
             return Ok(0.0);
         }
@@ -401,7 +403,9 @@ impl Forest {
             let chunks_per_thread = chunks.div_ceil(threads);
             let (store, points, params) = (&*store, &points, &*params);
             std::thread::scope(|s| {
-                let parts = trees.chunks_mut(chunks_per_thread * TREE_CHUNK).zip(partial_sums.chunks_mut(chunks_per_thread * len));
+                let parts = trees
+                    .chunks_mut(chunks_per_thread * TREE_CHUNK)
+                    .zip(partial_sums.chunks_mut(chunks_per_thread * len));
                 for ((trees, sums), scratch) in parts.zip(scratch.iter_mut()) {
                     s.spawn(move || learn_trees(trees, sums, points, store, params, scratch));
                 }

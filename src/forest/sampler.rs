@@ -55,11 +55,13 @@ pub(crate) fn next_acceptance(rng: &mut Rng, decay: f64, t_now: u64, t_rel_now: 
     // Exp(1) draw is the next acceptance.
     let c = (f64::from(max_key) + decay * t_rel_now).exp();
     let e = -rng.next_open_f64().ln();
-    let steps = if decay > 0.0 {
-        (e * (-(-decay).exp_m1()) / c).ln_1p() / decay
+    let steps = if decay > 0.0 { (e * (-(-decay).exp_m1()) / c).ln_1p() / decay } else { e / c };
+    let steps = if steps.is_finite() {
+        steps.ceil().max(1.0)
+    } else if c > 0.0 {
+        1.0
     } else {
-        e / c
+        NEVER as f64
     };
-    let steps = if steps.is_finite() { steps.ceil().max(1.0) } else if c > 0.0 { 1.0 } else { NEVER as f64 };
     t_now.saturating_add((steps.min(NEVER as f64)) as u64)
 }

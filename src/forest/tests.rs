@@ -26,7 +26,13 @@ fn roc_auc(scores: &[f64], anomalies: &[bool]) -> f64 {
     for (&a, _) in scores.iter().zip(anomalies).filter(|(_, &is)| is) {
         for (&n, _) in scores.iter().zip(anomalies).filter(|(_, &is)| !is) {
             pairs += 1.0;
-            wins += if a > n { 1.0 } else if a == n { 0.5 } else { 0.0 };
+            wins += if a > n {
+                1.0
+            } else if a == n {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     wins / pairs
@@ -133,7 +139,8 @@ fn seed_scenario_anomalies_outrank_every_normal_point() {
     let auc = roc_auc(&scores[warm..], &is_anomaly[warm..]);
     assert_eq!(auc, 1.0, "every injected anomaly must score above every normal point");
     // On the ANOMALY_SCORE scale: normal points near 1, anomalies clearly higher.
-    let normal_max = scores[warm..].iter().zip(&is_anomaly[warm..]).filter(|(_, &a)| !a).map(|(s, _)| *s).fold(0.0, f64::max);
+    let normal_max =
+        scores[warm..].iter().zip(&is_anomaly[warm..]).filter(|(_, &a)| !a).map(|(s, _)| *s).fold(0.0, f64::max);
     assert!(normal_max < 1.6, "normal points score low: {normal_max}");
 }
 
@@ -164,8 +171,7 @@ fn ten_dimensional_shifted_points_rank_above_normal_ones() {
     let mut labels = Vec::new();
     for i in 0..4_000 {
         let shifted = i > 1_000 && rng.next_f64() < 0.02;
-        let record: Vec<f32> =
-            (0..10).map(|d| gaussian(&mut rng) + if shifted && d < 3 { 3.5 } else { 0.0 }).collect();
+        let record: Vec<f32> = (0..10).map(|d| gaussian(&mut rng) + if shifted && d < 3 { 3.5 } else { 0.0 }).collect();
         let score = f.score_and_update(&record).expect("score");
         if i > 1_000 {
             scores.push(score);
@@ -210,7 +216,6 @@ fn same_seed_same_scores_and_snapshot_round_trip_is_bit_identical() {
         assert_eq!(restored.score_and_update(&[v]).expect("restored").to_bits(), expected.to_bits());
     }
     assert_eq!(restored.snapshot().expect("snapshot"), a.snapshot().expect("snapshot"));
-
 }
 
 #[test]
@@ -325,7 +330,8 @@ fn threads_share_the_trees_without_changing_a_score() {
 fn batch_scoring_matches_one_by_one() {
     // Fast decay, so that the sampler's key epochs turn over inside the stream.
     for (time_decay, shingle_size) in [(None, 2), (Some(0.05), 1), (Some(0.01), 3)] {
-        let config = ForestConfig { shingle_size, trees: 10, sample_size: 64, time_decay, seed: 3, ..Default::default() };
+        let config =
+            ForestConfig { shingle_size, trees: 10, sample_size: 64, time_decay, seed: 3, ..Default::default() };
         let (values, _) = seed_scenario(2_000, 5);
         let mut one = Forest::new(&config).expect("valid");
         let mut batch = Forest::new(&config).expect("valid");

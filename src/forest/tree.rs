@@ -19,8 +19,8 @@ use std::hint::select_unpredictable;
 use serde::{Deserialize, Serialize};
 
 use super::config::{ForestParams, MAX_SAMPLE_SIZE};
-use super::sampler;
 use super::rng::Rng;
+use super::sampler;
 use super::store::PointStore;
 
 /// Cut dimension marking a node between two copies of the same point.
@@ -639,7 +639,9 @@ impl Tree {
             hi = select_unpredictable(left, gap, hi);
             gap = select_unpredictable(left, gap.wrapping_sub(node.left()), gap + node.right());
         }
-        let Some(parent) = path.last().map(PathNode::gap) else { return };
+        let Some(parent) = path.last().map(PathNode::gap) else {
+            return;
+        };
         let node = self.nodes[parent];
         // The sibling: a node index, or None for a leaf.
         let sibling = if i <= parent {
@@ -673,7 +675,14 @@ impl Tree {
     /// Adds this tree's attribution of the score of `x` to `high` and `low`: the same
     /// walk as [`Tree::score`], with the probability of separation split by dimension
     /// and by side (x above the box: HIGH, below: LOW). The parts sum to the score.
-    pub(crate) fn attribution(&self, x: &[f32], store: &PointStore, scratch: &mut Scratch, high: &mut [f64], low: &mut [f64]) {
+    pub(crate) fn attribution(
+        &self,
+        x: &[f32],
+        store: &PointStore,
+        scratch: &mut Scratch,
+        high: &mut [f64],
+        low: &mut [f64],
+    ) {
         let n = self.leaves.len();
         if n == 0 {
             return;

@@ -63,7 +63,8 @@ fn detector_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CatalogError> {
 }
 
 fn read(path: &Path) -> Result<(Detector, String), CatalogError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CatalogError::File { path: path.to_owned(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CatalogError::File { path: path.to_owned(), reason: e.to_string() })?;
     let detector = parse(&text).map_err(|e| CatalogError::File { path: path.to_owned(), reason: e.to_string() })?;
     Ok((detector, text))
 }
@@ -71,12 +72,19 @@ fn read(path: &Path) -> Result<(Detector, String), CatalogError> {
 impl Catalog {
     /// Reads the detector files, then the detectors kept in the store (which win), and
     /// adds `builtin` ones (name, TOML) that neither defines.
-    pub fn load(files: &[PathBuf], builtin: &[&str], store: Arc<EmbeddedStore>) -> Result<(Self, Vec<Detector>), CatalogError> {
+    pub fn load(
+        files: &[PathBuf],
+        builtin: &[&str],
+        store: Arc<EmbeddedStore>,
+    ) -> Result<(Self, Vec<Detector>), CatalogError> {
         let mut all: BTreeMap<String, (Detector, String)> = BTreeMap::new();
         for path in detector_files(files)? {
             let (detector, text) = read(&path)?;
             if all.contains_key(&detector.name) {
-                return Err(CatalogError::File { path, reason: format!("detector `{}` is defined twice", detector.name) });
+                return Err(CatalogError::File {
+                    path,
+                    reason: format!("detector `{}` is defined twice", detector.name),
+                });
             }
             all.insert(detector.name.clone(), (detector, text));
         }
@@ -125,7 +133,8 @@ impl Catalog {
     }
 
     pub fn get(&self, scorer: &Scorer, name: &str) -> Result<Entry, CatalogError> {
-        let detector = scorer.registry().detector(name).cloned().ok_or_else(|| RegistryError::UnknownDetector(name.to_owned()))?;
+        let detector =
+            scorer.registry().detector(name).cloned().ok_or_else(|| RegistryError::UnknownDetector(name.to_owned()))?;
         let toml = self.texts().get(name).cloned().unwrap_or_default();
         Ok(Entry { detector, toml })
     }

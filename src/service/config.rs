@@ -34,6 +34,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub models: ModelsConfig,
     pub simulator: SimulatorConfig,
+    /// Kinesis streams to consume (`[[kinesis]]`, one table per stream).
+    pub kinesis: Vec<crate::source::kinesis::config::KinesisConfig>,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             models: ModelsConfig::default(),
             simulator: SimulatorConfig { enabled: false, ..SimulatorConfig::default() },
+            kinesis: Vec::new(),
         }
     }
 }
@@ -207,13 +210,19 @@ impl Config {
             ConfigError { field: at, value: String::new(), allowed: e.message().to_owned() }
         })?;
         for (name, raw) in env {
-            let Some(path) = name.strip_prefix(ENV_PREFIX).filter(|p| p.contains("__")) else { continue };
+            let Some(path) = name.strip_prefix(ENV_PREFIX).filter(|p| p.contains("__")) else {
+                continue;
+            };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
             set_path(&mut root, &keys, parse_env_value(&raw)).map_err(|allowed| error(&name, &raw, allowed))?;
         }
         serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
             let field = e.path().to_string();
-            ConfigError { field: if field == "." { "config".into() } else { field }, value: String::new(), allowed: e.into_inner().message().to_owned() }
+            ConfigError {
+                field: if field == "." { "config".into() } else { field },
+                value: String::new(),
+                allowed: e.into_inner().message().to_owned(),
+            }
         })
     }
 
@@ -225,14 +234,23 @@ impl Config {
             return Err(error("grpc.max_batch_records", grpc.max_batch_records, format!("1 to {MAX_BATCH_RECORDS}")));
         }
         if !(1024..=MAX_MESSAGE_BYTES).contains(&grpc.max_message_bytes) {
-            return Err(error("grpc.max_message_bytes", grpc.max_message_bytes, format!("1024 to {MAX_MESSAGE_BYTES}")));
+            return Err(error(
+                "grpc.max_message_bytes",
+                grpc.max_message_bytes,
+                format!("1024 to {MAX_MESSAGE_BYTES}"),
+            ));
         }
         let tls = match (&grpc.tls_cert, &grpc.tls_key) {
             (Some(_), Some(_)) => true,
             (None, None) => false,
             (cert, _) => {
-                let (field, missing) = if cert.is_some() { ("grpc.tls_key", "tls_key") } else { ("grpc.tls_cert", "tls_cert") };
-                return Err(error(field, Option::<String>::None, format!("set together with the other: {missing} is missing")));
+                let (field, missing) =
+                    if cert.is_some() { ("grpc.tls_key", "tls_key") } else { ("grpc.tls_cert", "tls_cert") };
+                return Err(error(
+                    field,
+                    Option::<String>::None,
+                    format!("set together with the other: {missing} is missing"),
+                ));
             }
         };
         if let Some(token) = &self.auth.token {
@@ -251,7 +269,11 @@ impl Config {
         let http_listen = if self.http.enabled {
             let listen = address("http.listen", &self.http.listen)?;
             if !listen.ip().is_loopback() && !self.http.allow_public {
-                return Err(error("http.listen", &self.http.listen, "a loopback address, unless http.allow_public = true"));
+                return Err(error(
+                    "http.listen",
+                    &self.http.listen,
+                    "a loopback address, unless http.allow_public = true",
+                ));
             }
             Some(listen)
         } else {
@@ -277,6 +299,13 @@ impl Config {
             if sim.sensors == 0 && !sim.wave {
                 return Err(error("simulator.sensors", 0, "at least 1 sensor, or simulator.wave = true"));
             }
+        }
+        for (i, stream) in self.kinesis.iter().enumerate() {
+            stream.validate(&format!("kinesis[{i}]")).map_err(|(field, value, allowed)| ConfigError {
+                field,
+                value,
+                allowed,
+            })?;
         }
         Ok(ServiceConfig { grpc_listen, http_listen, config: self })
     }
@@ -368,7 +397,9 @@ mod tests {
     #[test]
     fn a_public_address_needs_tls_and_a_token() {
         let public = |extra: &str| {
-            Config::from_toml_with_env(&format!("[grpc]\nlisten = \"0.0.0.0:50051\"\n{extra}"), env(&[])).expect("parses").validate()
+            Config::from_toml_with_env(&format!("[grpc]\nlisten = \"0.0.0.0:50051\"\n{extra}"), env(&[]))
+                .expect("parses")
+                .validate()
         };
         assert_eq!(public("").expect_err("refused").field, "grpc.listen");
         assert!(public("allow_insecure = true\n").is_ok());
@@ -378,5 +409,11 @@ mod tests {
         assert_eq!(half.field, "grpc.tls_key");
         let short = Config::from_toml_with_env("[auth]\ntoken = \"x\"\n", env(&[])).expect("parses").validate();
         assert_eq!(short.expect_err("short token").field, "auth.token");
+        let stream = Config::from_toml_with_env(
+            "[[kinesis]]\nstream = \"iot\"\ndetector = \"d\"\npoll_interval_ms = 50\n",
+            env(&[]),
+        );
+        let error = stream.expect("parses").validate().expect_err("too fast");
+        assert_eq!(error.field, "kinesis[0].poll_interval_ms");
     }
 }

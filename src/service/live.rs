@@ -96,7 +96,8 @@ impl LiveView {
             Some(index) => index,
             None => {
                 if self.series.len() >= MAX_SERIES {
-                    if let Some(stalest) = self.series.iter().enumerate().min_by_key(|(_, s)| s.updated).map(|(i, _)| i) {
+                    if let Some(stalest) = self.series.iter().enumerate().min_by_key(|(_, s)| s.updated).map(|(i, _)| i)
+                    {
                         self.series.swap_remove(stalest);
                     }
                 }
@@ -140,7 +141,8 @@ impl LiveView {
             if self.recent.len() == MAX_RECENT_ANOMALIES {
                 self.recent.pop_front();
             }
-            self.recent.push_back((now_ms, ModelKey { detector: event.detector.clone(), entity: event.entity.clone() }));
+            self.recent
+                .push_back((now_ms, ModelKey { detector: event.detector.clone(), entity: event.entity.clone() }));
         }
     }
 

@@ -24,7 +24,11 @@ use crate::sink::{journal, queue};
 use crate::source::grpc::api::{DetectorsApi, ModelsApi, ScoringApi};
 use crate::source::grpc::auth::BearerToken;
 use crate::source::grpc::convert;
-use crate::source::grpc::proto::{self, detectors_server::DetectorsServer, models_server::ModelsServer, scoring_server::ScoringServer};
+use crate::source::grpc::proto::{
+    self, detectors_server::DetectorsServer, models_server::ModelsServer, scoring_server::ScoringServer,
+};
+use crate::source::kinesis::coordinator::Coordinator;
+use crate::source::kinesis::lease::LeaseTable;
 use crate::source::simulator;
 use crate::store::embedded::EmbeddedStore;
 
@@ -58,9 +62,13 @@ pub fn serve(file: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let grpc = TcpListener::bind(config.grpc_listen).await.with_context(|| format!("binding gRPC to {}", config.grpc_listen))?;
+        let grpc = TcpListener::bind(config.grpc_listen)
+            .await
+            .with_context(|| format!("binding gRPC to {}", config.grpc_listen))?;
         let http = match config.http_listen {
-            Some(address) => Some(TcpListener::bind(address).await.with_context(|| format!("binding HTTP to {address}"))?),
+            Some(address) => {
+                Some(TcpListener::bind(address).await.with_context(|| format!("binding HTTP to {address}"))?)
+            }
             None => None,
         };
         run(config, Listeners { grpc, http }, termination()).await
@@ -90,20 +98,27 @@ async fn termination() {
 }
 
 fn tls(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let (Some(cert), Some(key)) = (&config.grpc.tls_cert, &config.grpc.tls_key) else { return Ok(None) };
+    let (Some(cert), Some(key)) = (&config.grpc.tls_cert, &config.grpc.tls_key) else {
+        return Ok(None);
+    };
     let cert = std::fs::read(cert).with_context(|| format!("grpc.tls_cert: reading {}", cert.display()))?;
     let key = std::fs::read(key).with_context(|| format!("grpc.tls_key: reading {}", key.display()))?;
     Ok(Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key))))
 }
 
 /// Runs the service on `listeners` until `shutdown` resolves, then stops it in order.
-pub async fn run(config: ServiceConfig, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: ServiceConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let cfg = &config.config;
     let tls = tls(cfg)?;
     let store = Arc::new(EmbeddedStore::open(&cfg.store.path)?);
     let builtin = if cfg.simulator.enabled { vec![simulator::DETECTOR_TOML] } else { Vec::new() };
     let (catalog, detectors) = Catalog::load(&cfg.models.detectors, &builtin, store.clone())?;
-    let registry = Registry::new(detectors, cfg.models.max_resident, store.clone()).with_max_lateness_ms(cfg.models.max_lateness_ms);
+    let registry = Registry::new(detectors, cfg.models.max_resident, store.clone())
+        .with_max_lateness_ms(cfg.models.max_lateness_ms);
     let metrics = Arc::new(Metrics::default());
     let (deliveries, queued) = queue::queue(queue::DEFAULT_CAPACITY);
     let scorer = Arc::new(Scorer::new(registry, metrics.clone(), deliveries));
@@ -111,10 +126,13 @@ pub async fn run(config: ServiceConfig, listeners: Listeners, shutdown: impl Fut
     let writer = tokio::spawn(journal::run(store.clone(), queued, cfg.store.keep_events, metrics, drained));
 
     let (stop, stopping) = watch::channel(false);
-    let stopped = move || {
-        let mut stopping = stopping.clone();
-        async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
+    let stopped = {
+        let stopping = stopping.clone();
+        move || {
+            let mut stopping = stopping.clone();
+            async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            }
         }
     };
 
@@ -128,7 +146,8 @@ pub async fn run(config: ServiceConfig, listeners: Listeners, shutdown: impl Fut
     let auth = BearerToken::new(cfg.auth.token.clone());
     let check = move |request| auth.check(request);
     let max_message = cfg.grpc.max_message_bytes;
-    let mut server = Server::builder().layer(tower::util::MapResponseLayer::new(convert::oversized_is_resource_exhausted));
+    let mut server =
+        Server::builder().layer(tower::util::MapResponseLayer::new(convert::oversized_is_resource_exhausted));
     if let Some(tls) = tls {
         server = server.tls_config(tls).context("grpc.tls_cert / grpc.tls_key")?;
     }
@@ -139,11 +158,13 @@ pub async fn run(config: ServiceConfig, listeners: Listeners, shutdown: impl Fut
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(InterceptedService::new(
-            ScoringServer::new(ScoringApi::new(scorer.clone(), cfg.grpc.max_batch_records)).max_decoding_message_size(max_message),
+            ScoringServer::new(ScoringApi::new(scorer.clone(), cfg.grpc.max_batch_records))
+                .max_decoding_message_size(max_message),
             check.clone(),
         ))
         .add_service(InterceptedService::new(
-            DetectorsServer::new(DetectorsApi::new(scorer.clone(), Arc::new(catalog))).max_decoding_message_size(max_message),
+            DetectorsServer::new(DetectorsApi::new(scorer.clone(), Arc::new(catalog)))
+                .max_decoding_message_size(max_message),
             check.clone(),
         ))
         .add_service(InterceptedService::new(
@@ -165,8 +186,31 @@ pub async fn run(config: ServiceConfig, listeners: Listeners, shutdown: impl Fut
         }
         None => None,
     };
+    let mut consumers = Vec::new();
+    if !cfg.kinesis.is_empty() {
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        let (kinesis, dynamodb) = (aws_sdk_kinesis::Client::new(&aws), aws_sdk_dynamodb::Client::new(&aws));
+        for stream in &cfg.kinesis {
+            if scorer.registry().detector(&stream.detector).is_none() {
+                anyhow::bail!("kinesis stream {}: detector = {:?}: no such detector", stream.stream, stream.detector);
+            }
+            let coordinator = Coordinator {
+                leases: Arc::new(LeaseTable::new(dynamodb.clone(), stream.lease_table(), stream.worker_id())),
+                config: stream.clone(),
+                kinesis: kinesis.clone(),
+                scorer: scorer.clone(),
+            };
+            tracing::info!(stream = %stream.stream, lease_table = %stream.lease_table(), "consuming");
+            consumers.push(tokio::spawn(coordinator.run(stopping.clone())));
+        }
+    }
     let simulator = cfg.simulator.enabled.then(|| {
-        tracing::info!(sensors = cfg.simulator.sensors, wave = cfg.simulator.wave, rate = cfg.simulator.rate, "simulator running");
+        tracing::info!(
+            sensors = cfg.simulator.sensors,
+            wave = cfg.simulator.wave,
+            rate = cfg.simulator.rate,
+            "simulator running"
+        );
         tokio::spawn(simulator::run(scorer.clone(), cfg.simulator.clone(), stopped()))
     });
 
@@ -175,6 +219,13 @@ pub async fn run(config: ServiceConfig, listeners: Listeners, shutdown: impl Fut
     let _ = stop.send(true);
     if let Some(simulator) = simulator {
         let _ = simulator.await;
+    }
+    for consumer in consumers {
+        match consumer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "a Kinesis consumer failed"),
+            Err(e) => tracing::error!(error = %e, "a Kinesis consumer task failed"),
+        }
     }
     if let Some(http) = http {
         let _ = http.await;

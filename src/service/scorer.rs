@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-
 use super::live::{LiveSnapshot, LiveView};
 use super::telemetry::Metrics;
 use crate::detector::config::Detector;
 use crate::detector::registry::{Processed, Registry, RegistryError};
-use crate::sink::queue;
 use crate::event::{now_ms, Alert, Attribution, DeadLetter, Record, ScoredEvent};
+use crate::sink::queue;
 
 /// Why one record was not scored. The message names the field, the value and what is
 /// allowed; the kind is its metric label.
@@ -72,6 +71,8 @@ pub struct Delivery {
     pub events: Vec<ScoredEvent>,
     pub alerts: Vec<Alert>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Told once every sink has the delivery (so a source may checkpoint past it).
+    pub ack: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 pub struct Scorer {
@@ -159,7 +160,9 @@ impl Scorer {
                     results.push(Ok(delivery.events.len()));
                     delivery.events.push(event);
                 }
-                Err(failed) if matches!(failed.0, RecordError::AlreadyLearned) => results.push(Err(RecordError::AlreadyLearned)),
+                Err(failed) if matches!(failed.0, RecordError::AlreadyLearned) => {
+                    results.push(Err(RecordError::AlreadyLearned))
+                }
                 Err(failed) => {
                     let (e, record) = *failed;
                     let letter = DeadLetter {
@@ -204,7 +207,8 @@ impl Scorer {
         };
         let event_ms = if record.event_ms == 0 { ingested_at } else { record.event_ms };
         let started = Instant::now();
-        let output = match registry.process(&record.detector, &record.entity, event_ms, &values, record.source.as_ref()) {
+        let output = match registry.process(&record.detector, &record.entity, event_ms, &values, record.source.as_ref())
+        {
             Ok(Processed::Scored(output)) => output,
             Ok(Processed::AlreadyLearned) => return Err(Box::new((RecordError::AlreadyLearned, record))),
             Err(e) => return Err(Box::new((e.into(), record))),
@@ -220,7 +224,8 @@ impl Scorer {
         };
         // Scoring succeeded, so the detector exists.
         let features: &[String] = registry.detector(&record.detector).map_or(&[], |d| d.features.as_slice());
-        let by_feature = |v: &[f64]| -> BTreeMap<String, f64> { features.iter().cloned().zip(v.iter().copied()).collect() };
+        let by_feature =
+            |v: &[f64]| -> BTreeMap<String, f64> { features.iter().cloned().zip(v.iter().copied()).collect() };
         let event = ScoredEvent {
             id,
             event_ms,
@@ -245,6 +250,9 @@ impl Scorer {
     /// Hands a delivery to the sinks; waits while they are behind.
     pub async fn deliver(&self, delivery: Delivery) {
         if delivery.events.is_empty() && delivery.dead_letters.is_empty() {
+            if let Some(ack) = delivery.ack {
+                let _ = ack.send(());
+            }
             return;
         }
         if self.sink.send(delivery).await.is_err() {

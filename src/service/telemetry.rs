@@ -22,6 +22,12 @@ pub struct DetectorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub stream: String,
+    pub shard: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub stage: String,
     pub error_type: String,
@@ -41,6 +47,8 @@ pub struct Metrics {
     pub models_restored: Counter,
     /// Seconds to score and learn one record.
     pub score_seconds: Histogram,
+    pub millis_behind_latest: Family<ShardLabels, Gauge>,
+    pub shards_owned: Family<SourceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -59,6 +67,8 @@ impl Default for Metrics {
             models_restored: Counter::default(),
             // 1 µs to about 0.5 s.
             score_seconds: Histogram::new(exponential_buckets(1e-6, 2.0, 20)),
+            millis_behind_latest: Family::default(),
+            shards_owned: Family::default(),
             registry: Registry::default(),
         };
         registry.register("records_received", "Records taken in, by source", metrics.records_received.clone());
@@ -70,8 +80,26 @@ impl Default for Metrics {
         registry.register("models_memory_bytes", "Bytes the resident models hold", metrics.models_memory_bytes.clone());
         registry.register("models_created", "Models created for new entities", metrics.models_created.clone());
         registry.register("models_evicted", "Models evicted to the snapshot store", metrics.models_evicted.clone());
-        registry.register("models_restored", "Models restored from the snapshot store", metrics.models_restored.clone());
-        registry.register("score_duration_seconds", "Time to score and learn one record", metrics.score_seconds.clone());
+        registry.register(
+            "models_restored",
+            "Models restored from the snapshot store",
+            metrics.models_restored.clone(),
+        );
+        registry.register(
+            "score_duration_seconds",
+            "Time to score and learn one record",
+            metrics.score_seconds.clone(),
+        );
+        registry.register(
+            "millis_behind_latest",
+            "How far a shard reader is behind the stream's tip (ms)",
+            metrics.millis_behind_latest.clone(),
+        );
+        registry.register(
+            "shards_owned",
+            "Shards whose lease this instance holds, by stream",
+            metrics.shards_owned.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 }

@@ -19,16 +19,25 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Writes `batch` in one transaction; its queue capacity is given back after.
 fn write(store: &EmbeddedStore, batch: Vec<Queued>, keep: u64, durable: bool) -> Result<(), StoreError> {
-    let (mut events, mut alerts, mut letters, mut permits) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut events, mut alerts, mut letters, mut permits, mut acks) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for queued in batch {
         let (delivery, permit) = queued.into_parts();
         events.extend(delivery.events);
         alerts.extend(delivery.alerts);
         letters.extend(delivery.dead_letters);
         permits.push(permit);
+        acks.extend(delivery.ack);
     }
     let written = store.append(&events, &alerts, &letters, keep, durable);
     drop(permits);
+    // Only a written batch is acknowledged; a failed one drops its acks, which its
+    // source sees as "not delivered".
+    if written.is_ok() {
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
     written
 }
 

@@ -38,7 +38,10 @@ pub struct Receiver {
 
 pub fn queue(capacity: u32) -> (Sender, Receiver) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Sender { deliveries: tx, budget: Arc::new(Semaphore::new(capacity as usize)), capacity }, Receiver { deliveries: rx })
+    (
+        Sender { deliveries: tx, budget: Arc::new(Semaphore::new(capacity as usize)), capacity },
+        Receiver { deliveries: rx },
+    )
 }
 
 impl Sender {
@@ -47,7 +50,9 @@ impl Sender {
         let records = delivery.events.len() + delivery.dead_letters.len();
         // A delivery larger than the whole capacity takes all of it.
         let wanted = u32::try_from(records).unwrap_or(u32::MAX).clamp(1, self.capacity);
-        let Ok(permit) = self.budget.clone().acquire_many_owned(wanted).await else { return Err(delivery) };
+        let Ok(permit) = self.budget.clone().acquire_many_owned(wanted).await else {
+            return Err(delivery);
+        };
         self.deliveries.send(Queued { delivery, permit }).map_err(|e| e.0.delivery)
     }
 }

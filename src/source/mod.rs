@@ -2,4 +2,5 @@
 //! (`simulator`). Kinesis shard readers will join them (issue 6).
 
 pub mod grpc;
+pub mod kinesis;
 pub mod simulator;

@@ -25,7 +25,8 @@ impl EmbeddedStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder).map_err(|e| StoreError::Backend(format!("creating {}: {e}", folder.display())))?;
+            std::fs::create_dir_all(folder)
+                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", folder.display())))?;
         }
         let db = Database::create(path).map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         // Create the tables up front, so that readers never meet a missing table.
@@ -51,7 +52,9 @@ impl SnapshotStore for EmbeddedStore {
     fn get(&self, key: &ModelKey) -> Result<Option<Snapshot>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(SNAPSHOTS).map_err(backend)?;
-        let Some(bytes) = table.get(table_key(key).as_str()).map_err(backend)? else { return Ok(None) };
+        let Some(bytes) = table.get(table_key(key).as_str()).map_err(backend)? else {
+            return Ok(None);
+        };
         let snapshot = bincode::deserialize(bytes.value()).map_err(|e| StoreError::Corrupt {
             detector: key.detector.clone(),
             entity: key.entity.clone(),

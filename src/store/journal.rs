@@ -55,13 +55,20 @@ fn append<T: Serialize>(
     Ok(())
 }
 
-fn newest<T: DeserializeOwned>(store: &EmbeddedStore, table: TableDefinition<u64, &[u8]>, limit: usize) -> Result<Vec<T>, StoreError> {
+fn newest<T: DeserializeOwned>(
+    store: &EmbeddedStore,
+    table: TableDefinition<u64, &[u8]>,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
     let txn = store.db.begin_read().map_err(backend)?;
     let table = txn.open_table(table).map_err(backend)?;
     let mut rows = Vec::new();
     for entry in table.iter().map_err(backend)?.rev().take(limit) {
         let (_, bytes) = entry.map_err(backend)?;
-        rows.push(serde_json::from_slice(bytes.value()).map_err(|e| StoreError::Backend(format!("unreadable journal row: {e}")))?);
+        rows.push(
+            serde_json::from_slice(bytes.value())
+                .map_err(|e| StoreError::Backend(format!("unreadable journal row: {e}")))?,
+        );
     }
     Ok(rows)
 }
@@ -152,7 +159,13 @@ mod tests {
     use super::*;
 
     fn letter(i: u8) -> DeadLetter {
-        DeadLetter { origin: "grpc".into(), source: None, raw: vec![i], reason: format!("bad {i}"), at_ms: i64::from(i) }
+        DeadLetter {
+            origin: "grpc".into(),
+            source: None,
+            raw: vec![i],
+            reason: format!("bad {i}"),
+            at_ms: i64::from(i),
+        }
     }
 
     #[test]

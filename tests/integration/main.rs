@@ -5,6 +5,7 @@
 //! set `RCFD_TEST_REAL_AWS=1` and leave the `AWS_ENDPOINT_URL_*` variables unset.
 
 mod allocations;
+mod consumer;
 mod servers;
 mod service;
 mod smoke_dynamodb;

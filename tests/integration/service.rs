@@ -39,7 +39,8 @@ impl Service {
     async fn start(extra: &str) -> Service {
         let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-service")));
         let text = format!("[store]\npath = '{}'\n{extra}", store.display());
-        let config = Config::from_toml_with_env(&text, Vec::new()).expect("config parses").validate().expect("config is valid");
+        let config =
+            Config::from_toml_with_env(&text, Vec::new()).expect("config parses").validate().expect("config is valid");
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
         let (grpc_address, http_address) = (grpc.local_addr().expect("address"), http.local_addr().expect("address"));
@@ -88,7 +89,12 @@ async fn batches_are_scored_in_order_anomalies_rank_first_and_bad_records_fail_a
     create_sensor_detector(channel.clone()).await;
     let mut scoring = ScoringClient::new(channel);
 
-    let mut readings = Readings::new(&rcfd::service::config::SimulatorConfig { sensors: 1, wave: false, seed: 7, ..Default::default() });
+    let mut readings = Readings::new(&rcfd::service::config::SimulatorConfig {
+        sensors: 1,
+        wave: false,
+        seed: 7,
+        ..Default::default()
+    });
     let mut scored = Vec::new();
     let mut injected = Vec::new();
     for batch in 0..8 {
@@ -116,7 +122,13 @@ async fn batches_are_scored_in_order_anomalies_rank_first_and_bad_records_fail_a
     assert!(ranked[..anomalies].iter().all(|(_, a)| *a), "every injected anomaly outranks every normal record");
     let flagged = scored.iter().zip(&injected).skip(500).filter(|(e, &a)| a && e.is_anomaly).count();
     assert!(flagged * 100 >= anomalies * 95, "{flagged} of {anomalies} flagged");
-    let spike = scored.iter().zip(&injected).skip(500).find(|(e, &a)| a && e.is_anomaly).map(|(e, _)| e).expect("a flagged spike");
+    let spike = scored
+        .iter()
+        .zip(&injected)
+        .skip(500)
+        .find(|(e, &a)| a && e.is_anomaly)
+        .map(|(e, _)| e)
+        .expect("a flagged spike");
     assert_eq!(spike.attribution["iotValue"].direction, "HIGH");
     assert!((10.0..=20.0).contains(&spike.expected_values["iotValue"]), "{spike:?}");
 
@@ -130,7 +142,11 @@ async fn batches_are_scored_in_order_anomalies_rank_first_and_bad_records_fail_a
         record("nope", "DemoSensor", t + 4, &[("iotValue", 15.0)]),
         record("sensor", "DemoSensor", t + 5, &[("iotValue", f64::NAN)]),
     ];
-    let reply = scoring.score(proto::ScoreRequest { records: mixed }).await.expect("the batch as a whole succeeds").into_inner();
+    let reply = scoring
+        .score(proto::ScoreRequest { records: mixed })
+        .await
+        .expect("the batch as a whole succeeds")
+        .into_inner();
     let outcomes: Vec<Result<f64, (String, String)>> = reply
         .results
         .into_iter()
@@ -140,7 +156,10 @@ async fn batches_are_scored_in_order_anomalies_rank_first_and_bad_records_fail_a
             None => panic!("an empty result"),
         })
         .collect();
-    assert!(outcomes[0].is_ok() && outcomes[5].is_ok(), "good records and a missing (NaN) value are scored: {outcomes:?}");
+    assert!(
+        outcomes[0].is_ok() && outcomes[5].is_ok(),
+        "good records and a missing (NaN) value are scored: {outcomes:?}"
+    );
     let errors: Vec<&(String, String)> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
     assert_eq!(errors.len(), 4, "{outcomes:?}");
     assert!(errors.iter().all(|(code, _)| code == "INVALID_ARGUMENT"), "{errors:?}");
@@ -184,22 +203,34 @@ async fn detectors_and_models_are_managed_through_the_api() {
 
     let records = (0..300).map(|i| record("sensor", "a", 1_000 + i, &[("iotValue", 10.0 + (i % 5) as f64)])).collect();
     scoring.score(proto::ScoreRequest { records }).await.expect("scored");
-    let info = models.get_model(proto::ModelRef { detector: "sensor".into(), entity: "a".into() }).await.expect("model").into_inner();
+    let info = models
+        .get_model(proto::ModelRef { detector: "sensor".into(), entity: "a".into() })
+        .await
+        .expect("model")
+        .into_inner();
     assert_eq!((info.points_seen, info.last_event_time_ms), (300, 1_299));
     assert!(info.memory_bytes > 10_000 && info.last_score > 0.0, "{info:?}");
     let missing = models.get_model(proto::ModelRef { detector: "sensor".into(), entity: "zz".into() }).await;
     assert_eq!(missing.expect_err("no such model").code(), Code::NotFound);
 
     // A snapshot restored under another entity scores the next record identically.
-    let snapshot = models.snapshot_model(proto::ModelRef { detector: "sensor".into(), entity: "a".into() }).await.expect("snapshot");
+    let snapshot = models
+        .snapshot_model(proto::ModelRef { detector: "sensor".into(), entity: "a".into() })
+        .await
+        .expect("snapshot");
     let restored = models
-        .restore_model(proto::RestoreModelRequest { detector: "sensor".into(), entity: "b".into(), snapshot: snapshot.into_inner().snapshot })
+        .restore_model(proto::RestoreModelRequest {
+            detector: "sensor".into(),
+            entity: "b".into(),
+            snapshot: snapshot.into_inner().snapshot,
+        })
         .await
         .expect("restored")
         .into_inner();
     assert_eq!(restored.points_seen, 300);
     let next = |entity: &str| record("sensor", entity, 1_300, &[("iotValue", 42.0)]);
-    let reply = scoring.score(proto::ScoreRequest { records: vec![next("a"), next("b")] }).await.expect("scored").into_inner();
+    let reply =
+        scoring.score(proto::ScoreRequest { records: vec![next("a"), next("b")] }).await.expect("scored").into_inner();
     let scores: Vec<f64> = reply
         .results
         .iter()
@@ -209,12 +240,21 @@ async fn detectors_and_models_are_managed_through_the_api() {
         })
         .collect();
     assert_eq!(scores[0], scores[1]);
-    let garbage = models.restore_model(proto::RestoreModelRequest { detector: "sensor".into(), entity: "c".into(), snapshot: vec![1, 2, 3] }).await;
+    let garbage = models
+        .restore_model(proto::RestoreModelRequest {
+            detector: "sensor".into(),
+            entity: "c".into(),
+            snapshot: vec![1, 2, 3],
+        })
+        .await;
     assert_eq!(garbage.expect_err("not a snapshot").code(), Code::InvalidArgument);
 
     // Updating a detector starts its models afresh; deleting removes it.
     let updated = detectors
-        .update_detector(proto::UpdateDetectorRequest { name: "sensor".into(), config_toml: SENSOR_TOML.replace("trees = 30", "trees = 20") })
+        .update_detector(proto::UpdateDetectorRequest {
+            name: "sensor".into(),
+            config_toml: SENSOR_TOML.replace("trees = 30", "trees = 20"),
+        })
         .await
         .expect("updated")
         .into_inner();
@@ -237,10 +277,16 @@ async fn score_stream_answers_each_message_in_order() {
     create_sensor_detector(channel.clone()).await;
     let requests: Vec<proto::ScoreRequest> = (0..3)
         .map(|m| proto::ScoreRequest {
-            records: (0..100).map(|i| record("sensor", "s", m * 100 + i + 1, &[("iotValue", 10.0 + (i % 3) as f64)])).collect(),
+            records: (0..100)
+                .map(|i| record("sensor", "s", m * 100 + i + 1, &[("iotValue", 10.0 + (i % 3) as f64)]))
+                .collect(),
         })
         .collect();
-    let mut replies = ScoringClient::new(channel).score_stream(tokio_stream::iter(requests)).await.expect("stream opens").into_inner();
+    let mut replies = ScoringClient::new(channel)
+        .score_stream(tokio_stream::iter(requests))
+        .await
+        .expect("stream opens")
+        .into_inner();
     let mut times = Vec::new();
     while let Some(reply) = replies.message().await.expect("a reply") {
         assert_eq!(reply.results.len(), 100);
@@ -256,7 +302,8 @@ async fn score_stream_answers_each_message_in_order() {
 
 /// A self-signed certificate for localhost and 127.0.0.1: (certificate PEM, key PEM).
 fn certificate() -> (String, String) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).expect("certificate");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).expect("certificate");
     (certified.cert.pem(), certified.signing_key.serialize_pem())
 }
 
@@ -294,7 +341,10 @@ async fn tls_token_and_limits_are_enforced() {
         }
     };
     assert_eq!(list(channel.clone(), None).await.expect_err("no token").code(), Code::Unauthenticated);
-    assert_eq!(list(channel.clone(), Some("wrong-token-wrong-token")).await.expect_err("bad token").code(), Code::Unauthenticated);
+    assert_eq!(
+        list(channel.clone(), Some("wrong-token-wrong-token")).await.expect_err("bad token").code(),
+        Code::Unauthenticated
+    );
     assert!(list(channel.clone(), Some(TOKEN)).await.is_ok(), "the right token passes");
 
     let plain = Channel::from_shared(format!("http://{}", service.grpc)).expect("uri").connect().await;
@@ -324,7 +374,8 @@ async fn tls_token_and_limits_are_enforced() {
 }
 
 fn grpcurl(args: &[&str]) -> (bool, String) {
-    let output = std::process::Command::new(required_env("RCFD_TEST_GRPCURL")).args(args).output().expect("grpcurl runs");
+    let output =
+        std::process::Command::new(required_env("RCFD_TEST_GRPCURL")).args(args).output().expect("grpcurl runs");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
 }
@@ -383,7 +434,8 @@ async fn the_simulator_shows_anomalies_on_the_live_page_and_in_metrics() {
         (live["totals"]["anomalies"].as_u64()? > 0 && !live["top_entities"].as_array()?.is_empty()).then_some(live)
     })
     .await;
-    let entities: Vec<&str> = live["series"].as_array().expect("series").iter().filter_map(|s| s["entity"].as_str()).collect();
+    let entities: Vec<&str> =
+        live["series"].as_array().expect("series").iter().filter_map(|s| s["entity"].as_str()).collect();
     assert_eq!(entities, vec!["DemoSensor-1", "DemoSensor-2", "DemoSensor-3", "DemoWave"]);
     let anomaly = &live["anomalies"][0];
     assert!(anomaly["attribution"]["iotValue"]["direction"].is_string(), "{anomaly}");
@@ -416,7 +468,8 @@ async fn the_simulator_shows_anomalies_on_the_live_page_and_in_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_stops_cleanly_on_sigterm() {
-    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let free_port =
+        || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
     let (grpc_port, http_port) = (free_port(), free_port());
     let dir = std::env::temp_dir().join(unique_name("rcfd-binary"));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -494,7 +547,8 @@ async fn the_live_page_shows_charts_and_anomalies_in_a_real_browser() {
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-page.png");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the browser check failed:\n{text}");
-    let seen: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or("")).expect("the script reports JSON");
+    let seen: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("")).expect("the script reports JSON");
     assert_eq!(seen["charts"], 4, "one chart per simulated sensor: {seen}");
     let png = std::fs::metadata(&screenshot).expect("screenshot saved");
     assert!(png.len() > 20_000, "a screenshot with content: {} bytes", png.len());

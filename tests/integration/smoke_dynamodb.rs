@@ -1,7 +1,9 @@
 //! moto's DynamoDB honours conditional writes, the primitive the shard leases rely on:
 //! a lease is taken only if nobody holds it, and renewed only at the counter we read.
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
 
 use crate::servers;
 
@@ -12,9 +14,15 @@ async fn conditional_put_takes_a_lease_once() {
     ddb.create_table()
         .table_name(&table)
         .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("leaseKey").attribute_type(ScalarAttributeType::S).build().expect("attr"),
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attr"),
         )
-        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().expect("key"))
+        .key_schema(
+            KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().expect("key"),
+        )
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await

@@ -46,5 +46,10 @@ async fn indexes_and_searches_a_scored_event() {
     assert_eq!(found["hits"]["hits"][0]["_id"], "stream/shard-0/49590");
     assert_eq!(found["hits"]["hits"][0]["_source"]["entity"], "DemoSensor");
 
-    client.indices().delete(opensearch::indices::IndicesDeleteParts::Index(&[&index])).send().await.expect("delete index");
+    client
+        .indices()
+        .delete(opensearch::indices::IndicesDeleteParts::Index(&[&index]))
+        .send()
+        .await
+        .expect("delete index");
 }

@@ -14,7 +14,8 @@ async fn publishes_to_a_topic_and_receives_on_a_subscribed_queue() {
     let name = servers::unique_name("rcfd-smoke");
 
     let topic_arn = sns.create_topic().name(&name).send().await.expect("CreateTopic").topic_arn.expect("topic ARN");
-    let queue_url = sqs.create_queue().queue_name(&name).send().await.expect("CreateQueue").queue_url.expect("queue URL");
+    let queue_url =
+        sqs.create_queue().queue_name(&name).send().await.expect("CreateQueue").queue_url.expect("queue URL");
     let queue_arn = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)

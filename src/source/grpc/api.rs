@@ -134,19 +134,28 @@ impl DetectorsApi {
 
 #[tonic::async_trait]
 impl proto::detectors_server::Detectors for DetectorsApi {
-    async fn create_detector(&self, request: Request<proto::CreateDetectorRequest>) -> Result<Response<proto::Detector>, Status> {
+    async fn create_detector(
+        &self,
+        request: Request<proto::CreateDetectorRequest>,
+    ) -> Result<Response<proto::Detector>, Status> {
         let toml = request.into_inner().config_toml;
         let entry = self.blocking(move |catalog, scorer| catalog.create(scorer, &toml)).await?;
         Ok(Response::new(detector(entry)))
     }
 
-    async fn update_detector(&self, request: Request<proto::UpdateDetectorRequest>) -> Result<Response<proto::Detector>, Status> {
+    async fn update_detector(
+        &self,
+        request: Request<proto::UpdateDetectorRequest>,
+    ) -> Result<Response<proto::Detector>, Status> {
         let proto::UpdateDetectorRequest { name, config_toml } = request.into_inner();
         let entry = self.blocking(move |catalog, scorer| catalog.update(scorer, &name, &config_toml)).await?;
         Ok(Response::new(detector(entry)))
     }
 
-    async fn get_detector(&self, request: Request<proto::GetDetectorRequest>) -> Result<Response<proto::Detector>, Status> {
+    async fn get_detector(
+        &self,
+        request: Request<proto::GetDetectorRequest>,
+    ) -> Result<Response<proto::Detector>, Status> {
         let entry = self.catalog.get(&self.scorer, &request.into_inner().name).map_err(catalog_status)?;
         Ok(Response::new(detector(entry)))
     }
@@ -198,15 +207,22 @@ impl proto::models_server::Models for ModelsApi {
         Ok(Response::new(model_info(detector, entity, info)))
     }
 
-    async fn snapshot_model(&self, request: Request<proto::ModelRef>) -> Result<Response<proto::ModelSnapshot>, Status> {
+    async fn snapshot_model(
+        &self,
+        request: Request<proto::ModelRef>,
+    ) -> Result<Response<proto::ModelSnapshot>, Status> {
         let proto::ModelRef { detector, entity } = request.into_inner();
         let snapshot = self.scorer.registry().snapshot_model(&detector, &entity).map_err(convert::registry_status)?;
         Ok(Response::new(proto::ModelSnapshot { detector, entity, snapshot }))
     }
 
-    async fn restore_model(&self, request: Request<proto::RestoreModelRequest>) -> Result<Response<proto::ModelInfo>, Status> {
+    async fn restore_model(
+        &self,
+        request: Request<proto::RestoreModelRequest>,
+    ) -> Result<Response<proto::ModelInfo>, Status> {
         let proto::RestoreModelRequest { detector, entity, snapshot } = request.into_inner();
-        let info = self.scorer.registry().restore_model(&detector, &entity, &snapshot).map_err(convert::registry_status)?;
+        let info =
+            self.scorer.registry().restore_model(&detector, &entity, &snapshot).map_err(convert::registry_status)?;
         Ok(Response::new(model_info(detector, entity, info)))
     }
 }

@@ -16,7 +16,9 @@ impl BearerToken {
     }
 
     pub fn check(&self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else { return Ok(request) };
+        let Some(expected) = &self.expected else {
+            return Ok(request);
+        };
         let given = request
             .metadata()
             .get("authorization")

@@ -91,16 +91,21 @@ pub fn registry_status(e: RegistryError) -> Status {
 /// spec (and our API) says RESOURCE_EXHAUSTED. The rejection happens before our
 /// handlers run, so the status is rewritten on the way out, in the headers of a
 /// trailers-only reply or in the trailers.
-pub fn oversized_is_resource_exhausted(response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+pub fn oversized_is_resource_exhausted(
+    response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
     let (mut parts, body) = response.into_parts();
     rewrite_oversized(&mut parts.headers);
     http::Response::from_parts(parts, tonic::body::Body::new(RewriteTrailers(body)))
 }
 
 fn rewrite_oversized(headers: &mut http::HeaderMap) {
-    let Some(status) = Status::from_header_map(headers) else { return };
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
     if status.code() == Code::OutOfRange && status.message().starts_with("Error, decoded message length too large") {
-        let exhausted = Status::resource_exhausted(format!("request message over grpc.max_message_bytes: {}", status.message()));
+        let exhausted =
+            Status::resource_exhausted(format!("request message over grpc.max_message_bytes: {}", status.message()));
         // Only fails for a message that cannot be a header value; ours always can.
         let _ = exhausted.add_header(headers);
     }

@@ -1,0 +1,232 @@
+//! One owned shard: GetRecords at most every poll interval, decode, score, wait until
+//! every sink has the batch, checkpoint its last sequence number, repeat. Batches are
+//! handled one after another, so the checkpoint only ever moves over delivered
+//! batches. A lost lease (the checkpoint's conditional write fails) stops the reader
+//! before it reads further.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::Client;
+use tokio::sync::{oneshot, watch};
+
+use super::config::{KinesisConfig, StartPosition};
+use super::lease::{LeaseError, LeaseTable, SHARD_END};
+use crate::decode::Decoder;
+use crate::event::{DeadLetter, Record};
+use crate::service::scorer::Scorer;
+use crate::service::telemetry::ShardLabels;
+use crate::store::snapshot::SourcePosition;
+
+/// Longest wait after throttling or errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// How a reader ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The shard was closed (split or merge) and read to its end.
+    ShardEnd,
+    /// Asked to stop (shutdown, or the coordinator gave the lease up).
+    Stopped,
+    /// The lease went to another instance.
+    LeaseLost,
+}
+
+pub struct Reader {
+    pub kinesis: Client,
+    pub leases: Arc<LeaseTable>,
+    pub scorer: Arc<Scorer>,
+    pub decoder: Arc<dyn Decoder>,
+    pub config: KinesisConfig,
+    pub shard: String,
+    /// The lease's checkpoint when it was taken.
+    pub checkpoint: Option<String>,
+}
+
+impl Reader {
+    async fn iterator(&self, after: Option<&str>) -> Result<Option<String>, String> {
+        let mut request = self.kinesis.get_shard_iterator().stream_name(&self.config.stream).shard_id(&self.shard);
+        request = match after {
+            Some(sequence) => {
+                request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(sequence)
+            }
+            None => match self.config.start {
+                StartPosition::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+                StartPosition::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+                StartPosition::AtTimestamp => request
+                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(DateTime::from_millis(self.config.start_timestamp_ms.unwrap_or(0))),
+            },
+        };
+        let reply = request.send().await.map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())?;
+        Ok(reply.shard_iterator)
+    }
+
+    /// Reads until the shard ends, the lease is lost, or `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Ended {
+        let labels = ShardLabels { stream: self.config.stream.clone(), shard: self.shard.clone() };
+        let origin = format!("kinesis:{}", self.config.stream);
+        let poll = Duration::from_millis(self.config.poll_interval_ms);
+        let mut checkpoint = self.checkpoint.clone().filter(|c| c != SHARD_END);
+        let mut backoff = poll;
+        let mut iterator: Option<String> = None;
+        loop {
+            if *stop.borrow() {
+                return Ended::Stopped;
+            }
+            let current = match iterator.take() {
+                Some(it) => it,
+                None => match self.iterator(checkpoint.as_deref()).await {
+                    Ok(Some(it)) => it,
+                    Ok(None) => return self.finish().await,
+                    Err(e) => {
+                        tracing::warn!(shard = %self.shard, error = %e, "GetShardIterator failed; retrying");
+                        self.scorer.metrics().error("kinesis", "get_shard_iterator");
+                        if pause(&mut stop, backoff).await {
+                            return Ended::Stopped;
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                },
+            };
+            let started = tokio::time::Instant::now();
+            let reply = self.kinesis.get_records().shard_iterator(&current).limit(self.config.batch_limit).send().await;
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(e) => {
+                    let throttled =
+                        e.as_service_error().is_some_and(|e| e.is_provisioned_throughput_exceeded_exception());
+                    let expired = e.as_service_error().is_some_and(|e| e.is_expired_iterator_exception());
+                    let kind = if throttled {
+                        "throttled"
+                    } else if expired {
+                        "expired_iterator"
+                    } else {
+                        "get_records"
+                    };
+                    self.scorer.metrics().error("kinesis", kind);
+                    if !expired {
+                        tracing::warn!(shard = %self.shard, error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "GetRecords failed; backing off");
+                        if pause(&mut stop, backoff).await {
+                            return Ended::Stopped;
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        iterator = Some(current);
+                    }
+                    // An expired iterator is renewed from the checkpoint on the next turn.
+                    continue;
+                }
+            };
+            backoff = poll;
+            if let Some(behind) = reply.millis_behind_latest {
+                self.scorer.metrics().millis_behind_latest.get_or_create(&labels).set(behind);
+            }
+            if let Some(last) = reply.records.last() {
+                let last = last.sequence_number.clone();
+                match self.deliver(&origin, reply.records).await {
+                    Ok(()) => {}
+                    Err(ended) => return ended,
+                }
+                match self.leases.checkpoint(&self.shard, &last).await {
+                    Ok(()) => checkpoint = Some(last),
+                    Err(LeaseError::Lost { .. }) => return Ended::LeaseLost,
+                    Err(e) => {
+                        // The batch is delivered; a later checkpoint will cover it.
+                        tracing::warn!(shard = %self.shard, error = %e, "checkpoint failed");
+                        self.scorer.metrics().error("kinesis", "checkpoint");
+                    }
+                }
+            }
+            match reply.next_shard_iterator {
+                Some(next) => iterator = Some(next),
+                None => return self.finish().await,
+            }
+            // At most one GetRecords per poll interval (Kinesis allows 5 per second).
+            let next_read = started + poll;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_read) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Decodes, scores and hands one GetRecords batch to the sinks; returns once every
+    /// sink has it.
+    async fn deliver(&self, origin: &str, records: Vec<aws_sdk_kinesis::types::Record>) -> Result<(), Ended> {
+        let mut scored = Vec::with_capacity(records.len());
+        let mut letters = Vec::new();
+        for record in records {
+            let arrival_ms = record
+                .approximate_arrival_timestamp
+                .and_then(|t| t.to_millis().ok())
+                .unwrap_or_else(crate::event::now_ms);
+            let position = SourcePosition {
+                stream: self.config.stream.clone(),
+                shard: self.shard.clone(),
+                sequence: record.sequence_number.clone(),
+            };
+            let data = record.data.into_inner();
+            for decoded in self.decoder.decode(&data, arrival_ms) {
+                match decoded {
+                    Ok(d) => scored.push(Record {
+                        detector: self.config.detector.clone(),
+                        entity: d.entity,
+                        event_ms: d.event_ms,
+                        values: d.values,
+                        id: None,
+                        source: Some(position.clone()),
+                    }),
+                    Err(e) => {
+                        self.scorer.metrics().error("decode", e.kind());
+                        letters.push(DeadLetter {
+                            origin: origin.to_owned(),
+                            source: Some(position.clone()),
+                            raw: data.clone(),
+                            reason: e.to_string(),
+                            at_ms: crate::event::now_ms(),
+                        });
+                    }
+                }
+            }
+        }
+        let scorer = self.scorer.clone();
+        let origin_owned = origin.to_owned();
+        let (_, mut delivery) = tokio::task::spawn_blocking(move || scorer.score(&origin_owned, scored))
+            .await
+            .map_err(|_| Ended::Stopped)?;
+        delivery.dead_letters.extend(letters);
+        let (ack, acked) = oneshot::channel();
+        delivery.ack = Some(ack);
+        self.scorer.deliver(delivery).await;
+        match acked.await {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                // Not delivered: stop without checkpointing, so the batch is read again.
+                tracing::error!(shard = %self.shard, "a sink did not take a batch; stopping this shard's reader");
+                Err(Ended::Stopped)
+            }
+        }
+    }
+
+    async fn finish(&self) -> Ended {
+        match self.leases.checkpoint(&self.shard, SHARD_END).await {
+            Ok(()) => Ended::ShardEnd,
+            Err(LeaseError::Lost { .. }) => Ended::LeaseLost,
+            Err(e) => {
+                tracing::warn!(shard = %self.shard, error = %e, "could not mark the shard finished");
+                Ended::Stopped
+            }
+        }
+    }
+}
+
+/// Waits `duration` unless asked to stop first; true if asked to stop.
+async fn pause(stop: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}

@@ -1,0 +1,180 @@
+//! The Kinesis consumer end to end against kinesis-mock and moto's DynamoDB: a producer
+//! writes the reference scenario (and a few broken records) to a 2-shard stream; the
+//! service consumes it with leases in a fresh table; every record is scored once, the
+//! broken ones are dead letters, the injected anomalies score highest, the checkpoints
+//! sit at each shard's last record, and a restart reads nothing twice.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use rcfd::service::config::{Config, SimulatorConfig};
+use rcfd::service::{run, Listeners};
+use rcfd::source::simulator::Readings;
+use rcfd::store::embedded::EmbeddedStore;
+use tokio::net::TcpListener;
+
+use crate::servers::{aws_config, poll_until, unique_name};
+
+const SENSORS: usize = 4;
+const TICKS: usize = 500;
+
+async fn metrics(http: std::net::SocketAddr) -> Option<HashMap<String, f64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http).await.ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?))))
+            .collect(),
+    )
+}
+
+struct Running {
+    http: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(config: &str) -> Running {
+    let config = Config::from_toml_with_env(config, Vec::new()).expect("parses").validate().expect("valid");
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = http.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(config, Listeners { grpc, http: Some(http) }, async move {
+        let _ = stopped.await;
+    }));
+    Running { http: address, stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("service task").expect("stops cleanly");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_shard_stream_is_scored_once_checkpointed_and_not_reread() {
+    let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
+    aws_config("AWS_ENDPOINT_URL_DYNAMODB").await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let stream = unique_name("rcfd-consumer");
+    let table = unique_name("rcfd-leases");
+    kinesis.create_stream().stream_name(&stream).shard_count(2).send().await.expect("CreateStream");
+    poll_until("the stream to be active", Duration::from_secs(30), || async {
+        let d = kinesis.describe_stream_summary().stream_name(&stream).send().await.ok()?;
+        (d.stream_description_summary?.stream_status == aws_sdk_kinesis::types::StreamStatus::Active).then_some(())
+    })
+    .await;
+
+    // The reference scenario for four sensors, the entity as partition key.
+    let mut readings = Readings::new(&SimulatorConfig { sensors: SENSORS, wave: false, seed: 11, ..Default::default() });
+    let mut injected: HashMap<(String, i64), bool> = HashMap::new();
+    let mut entries = Vec::new();
+    for tick in 0..TICKS {
+        for (entity, value, anomaly) in readings.next_tick() {
+            let t = 1_700_000_000_000 + tick as i64 * 1_000;
+            injected.insert((entity.clone(), t), anomaly);
+            let body = format!(r#"{{"iotName": "{entity}", "iotValue": {value}, "ts": {t}}}"#);
+            entries.push(PutRecordsRequestEntry::builder().partition_key(&entity).data(Blob::new(body)).build().expect("entry"));
+        }
+    }
+    for broken in ["not json", r#"{"iotValue": 12, "ts": 1}"#, r#"{"iotName": "DemoSensor-1", "iotValue": "high", "ts": 1}"#] {
+        entries.push(PutRecordsRequestEntry::builder().partition_key("broken").data(Blob::new(broken)).build().expect("entry"));
+    }
+    let total = entries.len();
+    let mut last_sequence: HashMap<String, String> = HashMap::new();
+    for chunk in entries.chunks(500) {
+        let put = kinesis.put_records().stream_name(&stream).set_records(Some(chunk.to_vec())).send().await.expect("PutRecords");
+        assert_eq!(put.failed_record_count, Some(0));
+        for r in put.records {
+            let (Some(shard), Some(sequence)) = (r.shard_id, r.sequence_number) else { panic!("a put record has a position") };
+            let longer = last_sequence.get(&shard).is_none_or(|s| (sequence.len(), &sequence) > (s.len(), s));
+            if longer {
+                last_sequence.insert(shard, sequence);
+            }
+        }
+    }
+    assert_eq!(last_sequence.len(), 2, "both shards got records");
+
+    let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-consumer")));
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let config = format!(
+        "[store]\npath = '{}'\n[models]\ndetectors = ['{models}']\n[[kinesis]]\nstream = '{stream}'\ndetector = 'iot-sensor'\nlease_table = '{table}'\nworker_id = 'worker-a'\nlease_duration_ms = 3000\n[kinesis.decoder]\nformat = 'json'\nevent_time = 'ts'\n",
+        store.display()
+    );
+    let service = start(&config).await;
+    let scored_key = "rcfd_records_scored_total{detector=\"iot-sensor\"}";
+    poll_until("every record scored or dead-lettered", Duration::from_secs(90), || async {
+        let m = metrics(service.http).await?;
+        let scored = m.get(scored_key).copied().unwrap_or(0.0);
+        let dead: f64 = m.iter().filter(|(k, _)| k.starts_with("rcfd_errors_total{stage=\"")).map(|(_, v)| v).sum();
+        (scored as usize + dead as usize >= total).then_some(())
+    })
+    .await;
+    // The checkpoints reach each shard's last record once the batches are delivered.
+    poll_until("checkpoints at the end of each shard", Duration::from_secs(30), || async {
+        let items = dynamodb.scan().table_name(&table).consistent_read(true).send().await.ok()?.items?;
+        let at: HashMap<String, String> = items
+            .iter()
+            .filter_map(|i| match (i.get("leaseKey"), i.get("checkpoint")) {
+                (Some(AttributeValue::S(k)), Some(AttributeValue::S(c))) => Some((k.clone(), c.clone())),
+                _ => None,
+            })
+            .collect();
+        (at == last_sequence).then_some(())
+    })
+    .await;
+    service.stop().await;
+
+    let items = dynamodb.scan().table_name(&table).consistent_read(true).send().await.expect("scan").items.unwrap_or_default();
+    assert_eq!(items.len(), 2, "one lease per shard");
+    assert!(items.iter().all(|i| !i.contains_key("leaseOwner")), "leases given up at shutdown: {items:?}");
+
+    let journal = EmbeddedStore::open(&store).expect("store");
+    let counts = journal.journal_counts().expect("counts");
+    assert_eq!(counts.events as usize, SENSORS * TICKS, "every record scored exactly once");
+    assert_eq!(counts.dead_letters, 3);
+    let letters = journal.recent_dead_letters(3).expect("letters");
+    assert!(letters.iter().all(|l| l.source.as_ref().is_some_and(|p| p.stream == stream)), "{letters:?}");
+    assert!(letters.iter().any(|l| l.reason.contains("iotName") && l.reason.contains("missing")), "{letters:?}");
+    assert!(letters.iter().any(|l| l.raw == b"not json"), "raw bytes kept");
+    let events = journal.recent_events(SENSORS * TICKS).expect("events");
+    let ids: HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "ids from source positions are unique");
+    // After warm-up, the injected anomalies are the top-scoring records.
+    let warm: Vec<(f64, bool)> = events
+        .iter()
+        .filter(|e| e.event_ms >= 1_700_000_000_000 + 200_000)
+        .map(|e| (e.anomaly_score, injected[&(e.entity.clone(), e.event_ms)]))
+        .collect();
+    let anomalies = warm.iter().filter(|(_, a)| *a).count();
+    let mut ranked = warm.clone();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    assert!(anomalies > 5, "{anomalies}");
+    assert!(ranked[..anomalies].iter().all(|(_, a)| *a), "the injected anomalies rank first");
+    drop(journal);
+
+    // A restart on the same lease table reads nothing again.
+    let again = start(&config).await;
+    poll_until("both shards taken again and polled", Duration::from_secs(60), || async {
+        let m = metrics(again.http).await?;
+        let behind = m.keys().filter(|k| k.starts_with("rcfd_millis_behind_latest")).count();
+        (behind == 2).then_some(())
+    })
+    .await;
+    let m = metrics(again.http).await.expect("metrics");
+    assert_eq!(m.get(scored_key).copied().unwrap_or(0.0), 0.0, "nothing scored twice after a restart");
+    again.stop().await;
+    let _ = std::fs::remove_file(&store);
+    let _ = kinesis.delete_stream().stream_name(&stream).send().await;
+    let _ = dynamodb.delete_table().table_name(&table).send().await;
+}
