@@ -15,10 +15,11 @@
 //! Which module owns each step, in the record's order (modules in brackets are not
 //! built yet; see the issues):
 //!
-//! - [`source`]: where records come from. Built: the gRPC API (`source::grpc`) and the
-//!   built-in simulator; to come: Kinesis shard readers with leases and checkpoints.
-//! - (`decode`): JSON, VPC flow logs, Apache logs, CloudWatch Logs envelopes, KPL
-//!   aggregation, into records (entity key, event time, feature vector).
+//! - [`source`]: where records come from: Kinesis shard readers with leases and
+//!   checkpoints (`source::kinesis`), the gRPC API (`source::grpc`), the simulator.
+//! - [`decode`]: the bytes of a stream record into records (entity, event time,
+//!   feature values): JSON with a field mapping; VPC flow logs, Apache logs, CloudWatch
+//!   Logs envelopes and KPL aggregates to come.
 //! - [`service`]: `service::scorer` is the detector stage every source feeds: it looks
 //!   up the entity's model in the registry and turns the output into a
 //!   [`event::ScoredEvent`], an [`event::Alert`] for the first record of an anomaly
