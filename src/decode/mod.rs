@@ -9,11 +9,14 @@
 //! - `vpc_flow`: AWS VPC flow logs, default (version 2) format, one record a line.
 //! - `apache`: Apache common and combined access log lines, with an optional reference
 //!   file naming the application behind each client IP.
+//! - `kpl`: not a format but a wrapper: `kpl::deaggregate` splits a KPL aggregate into
+//!   its user records, and the Kinesis source calls it before `decode`.
 //!
-//! The CloudWatch Logs envelope decoder and KPL deaggregation come next (issue 6).
+//! The CloudWatch Logs envelope decoder comes next (issue 6).
 
 pub mod apache;
 pub mod json;
+pub mod kpl;
 pub mod vpc_flow;
 
 use std::collections::BTreeMap;
