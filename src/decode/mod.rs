@@ -9,12 +9,13 @@
 //! - `vpc_flow`: AWS VPC flow logs, default (version 2) format, one record a line.
 //! - `apache`: Apache common and combined access log lines, with an optional reference
 //!   file naming the application behind each client IP.
+//! - `cloudwatch`: CloudWatch Logs subscription envelopes (gzip JSON), whose log
+//!   events are decoded by an inner decoder.
 //! - `kpl`: not a format but a wrapper: `kpl::deaggregate` splits a KPL aggregate into
 //!   its user records, and the Kinesis source calls it before `decode`.
-//!
-//! The CloudWatch Logs envelope decoder comes next (issue 6).
 
 pub mod apache;
+pub mod cloudwatch;
 pub mod json;
 pub mod kpl;
 pub mod vpc_flow;
@@ -67,6 +68,8 @@ pub enum DecoderConfig {
     Json(json::JsonConfig),
     VpcFlow(vpc_flow::VpcFlowConfig),
     Apache(apache::ApacheConfig),
+    #[serde(rename = "cloudwatch")]
+    CloudWatch(cloudwatch::CloudWatchConfig),
 }
 
 /// Why a decoder could not be built from its config.
@@ -92,6 +95,7 @@ impl DecoderConfig {
             DecoderConfig::Json(config) => Box::new(json::JsonDecoder::new(config.clone())),
             DecoderConfig::VpcFlow(config) => Box::new(vpc_flow::VpcFlowDecoder::new(config.clone())),
             DecoderConfig::Apache(config) => Box::new(apache::ApacheDecoder::new(config.clone())?),
+            DecoderConfig::CloudWatch(config) => Box::new(cloudwatch::CloudWatchDecoder::new(config)?),
         })
     }
 }
@@ -120,11 +124,21 @@ mod tests {
 
     #[test]
     fn every_format_parses_from_toml_and_builds() {
+        let config: DecoderConfig = toml::from_str(
+            r#"
+            format = "cloudwatch"
+            inner = { format = "vpc_flow", entity = "interface-id", features = ["bytes", "bytes_per_packet"] }
+            "#,
+        )
+        .expect("parses");
+        assert!(config.build().is_ok());
         for text in [r#"format = "json""#, r#"format = "vpc_flow""#, r#"format = "apache""#] {
             let config: DecoderConfig = toml::from_str(text).expect("defaults are enough");
             assert!(config.build().is_ok(), "{text}");
         }
         let unknown = toml::from_str::<DecoderConfig>("format = \"vpc_flow\"\nentity = \"srcip\"").expect_err("refused");
         assert!(unknown.to_string().contains("expected one of"), "{unknown}");
+        let nested: DecoderConfig = toml::from_str("format = \"cloudwatch\"\ninner = { format = \"cloudwatch\", inner = { format = \"json\" } }").expect("parses");
+        assert_eq!(nested.build().err().map(|e| e.to_string()).as_deref(), Some("decoder setting `inner.format` = cloudwatch: json, vpc_flow or apache: a log event holds one message, not another envelope"));
     }
 }
