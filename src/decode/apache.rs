@@ -78,7 +78,11 @@ pub struct ApacheConfig {
 
 impl Default for ApacheConfig {
     fn default() -> Self {
-        ApacheConfig { entity: Entity::Host, features: vec![Feature::Bytes, Feature::IsError, Feature::IsClientError], reference_file: None }
+        ApacheConfig {
+            entity: Entity::Host,
+            features: vec![Feature::Bytes, Feature::IsError, Feature::IsClientError],
+            reference_file: None,
+        }
     }
 }
 
@@ -120,7 +124,8 @@ impl ApacheDecoder {
         let line = AccessLine::parse(line).map_err(|reason| DecodeError::Malformed { format: FORMAT, reason })?;
         let entity = match self.config.entity {
             Entity::Host => {
-                let application = applications.zip(line.host.parse::<IpAddr>().ok()).and_then(|(apps, ip)| apps.get(&ip));
+                let application =
+                    applications.zip(line.host.parse::<IpAddr>().ok()).and_then(|(apps, ip)| apps.get(&ip));
                 application.cloned().unwrap_or_else(|| line.host.to_owned())
             }
             Entity::User if line.user == "-" => return Err(DecodeError::MissingField { field: "user".into() }),
@@ -136,7 +141,9 @@ impl ApacheDecoder {
             let value = match feature {
                 Feature::Bytes => match line.bytes {
                     "-" => 0.0,
-                    text if text.bytes().all(|b| b.is_ascii_digit()) => text.parse::<u64>().map_err(|_| bad("bytes", text, "a whole number or -"))? as f64,
+                    text if text.bytes().all(|b| b.is_ascii_digit()) => {
+                        text.parse::<u64>().map_err(|_| bad("bytes", text, "a whole number or -"))? as f64
+                    }
                     text => return Err(bad("bytes", text, "a whole number or -")),
                 },
                 Feature::Status => f64::from(status),
@@ -249,7 +256,8 @@ fn bad(field: &str, value: &str, allowed: &str) -> DecodeError {
 pub fn clf_time_ms(text: &str) -> Option<i64> {
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let b = text.as_bytes();
-    if b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[14] != b':' || b[17] != b':' || b[20] != b' ' {
+    if b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[14] != b':' || b[17] != b':' || b[20] != b' '
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| {
@@ -298,7 +306,10 @@ impl ReferenceTable {
     pub fn load(path: PathBuf, now: Instant) -> Result<Self, ReferenceError> {
         let modified = modified(&path).map_err(|source| ReferenceError::Read { path: path.clone(), source })?;
         let applications = Arc::new(read(&path)?);
-        Ok(ReferenceTable { path, state: Mutex::new(TableState { applications, modified: Some(modified), checked: now }) })
+        Ok(ReferenceTable {
+            path,
+            state: Mutex::new(TableState { applications, modified: Some(modified), checked: now }),
+        })
     }
 
     /// The mapping in force at `now`, re-read first when a check is due and the file
@@ -346,7 +357,8 @@ fn modified(path: &Path) -> std::io::Result<SystemTime> {
 }
 
 fn read(path: &Path) -> Result<HashMap<IpAddr, String>, ReferenceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReferenceError::Read { path: path.to_owned(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ReferenceError::Read { path: path.to_owned(), source })?;
     parse_reference(&text).map_err(|(line, reason)| ReferenceError::Line { path: path.to_owned(), line, reason })
 }
 
@@ -387,7 +399,8 @@ mod tests {
 
     const COMBINED: &str = r#"127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326 "http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)""#;
     const COMMON_404: &str = r#"192.168.2.20 - - [28/Jul/2006:10:27:10 -0300] "GET /cgi-bin/try/?q=1 HTTP/1.0" 404 -"#;
-    const SERVER_ERROR: &str = r#"10.1.4.7 - alice [07/Mar/2004:16:10:02 +0000] "POST /api/orders?id=7 HTTP/1.1" 503 341 "-" "curl/8.5.0""#;
+    const SERVER_ERROR: &str =
+        r#"10.1.4.7 - alice [07/Mar/2004:16:10:02 +0000] "POST /api/orders?id=7 HTTP/1.1" 503 341 "-" "curl/8.5.0""#;
 
     fn decoder(config: ApacheConfig) -> ApacheDecoder {
         ApacheDecoder::new(config).expect("builds")
@@ -395,17 +408,25 @@ mod tests {
 
     #[test]
     fn combined_and_common_lines_decode_with_the_defaults() {
-        let decoded = decoder(ApacheConfig::default()).decode(format!("{COMBINED}\n{COMMON_404}\n{SERVER_ERROR}\n").as_bytes(), 0);
+        let decoded = decoder(ApacheConfig::default())
+            .decode(format!("{COMBINED}\n{COMMON_404}\n{SERVER_ERROR}\n").as_bytes(), 0);
         let decoded: Vec<Decoded> = decoded.into_iter().map(|r| r.expect("decodes")).collect();
         assert_eq!(
             decoded[0],
             Decoded {
                 entity: "127.0.0.1".into(),
                 event_ms: 971_211_336_000,
-                values: BTreeMap::from([("bytes".into(), 2326.0), ("is_client_error".into(), 0.0), ("is_error".into(), 0.0)]),
+                values: BTreeMap::from([
+                    ("bytes".into(), 2326.0),
+                    ("is_client_error".into(), 0.0),
+                    ("is_error".into(), 0.0)
+                ]),
             }
         );
-        assert_eq!(decoded[1].values, BTreeMap::from([("bytes".into(), 0.0), ("is_client_error".into(), 1.0), ("is_error".into(), 0.0)]));
+        assert_eq!(
+            decoded[1].values,
+            BTreeMap::from([("bytes".into(), 0.0), ("is_client_error".into(), 1.0), ("is_error".into(), 0.0)])
+        );
         assert_eq!(decoded[1].event_ms, 1_154_093_230_000);
         assert_eq!((decoded[2].values["is_error"], decoded[2].values["is_client_error"]), (1.0, 0.0));
     }
@@ -424,20 +445,34 @@ mod tests {
         assert_eq!(d.values, BTreeMap::from([("bytes".into(), 341.0), ("status".into(), 503.0)]));
         let by_user = decoder(ApacheConfig { entity: Entity::User, ..ApacheConfig::default() });
         assert_eq!(by_user.decode(SERVER_ERROR.as_bytes(), 0).remove(0).map(|d| d.entity), Ok("alice".into()));
-        assert_eq!(by_user.decode(COMMON_404.as_bytes(), 0).remove(0), Err(DecodeError::MissingField { field: "user".into() }));
+        assert_eq!(
+            by_user.decode(COMMON_404.as_bytes(), 0).remove(0),
+            Err(DecodeError::MissingField { field: "user".into() })
+        );
     }
 
     #[test]
     fn bad_lines_name_what_is_wrong() {
-        let err = |text: &str| decoder(ApacheConfig::default()).decode(text.as_bytes(), 0).remove(0).expect_err("refused").to_string();
+        let err = |text: &str| {
+            decoder(ApacheConfig::default()).decode(text.as_bytes(), 0).remove(0).expect_err("refused").to_string()
+        };
         assert_eq!(err("127.0.0.1 - frank"), "not valid Apache access log: expected the time [%t] at ``");
-        assert_eq!(err(r#"127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0 200 5"#), "not valid Apache access log: the request \"%r\" is not closed with \"");
+        assert_eq!(
+            err(r#"127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0 200 5"#),
+            "not valid Apache access log: the request \"%r\" is not closed with \""
+        );
         assert_eq!(err(&COMBINED.replace(" 200 ", " OK ")), "field `status` = OK: an HTTP status, 100 to 599");
         assert_eq!(err(&COMBINED.replace(" 2326 ", " 2kB ")), "field `bytes` = 2kB: a whole number or -");
-        assert_eq!(err(&COMBINED.replace("Oct", "Okt")), "field `time` = 10/Okt/2000:13:55:36 -0700: dd/Mon/yyyy:hh:mm:ss +hhmm");
+        assert_eq!(
+            err(&COMBINED.replace("Oct", "Okt")),
+            "field `time` = 10/Okt/2000:13:55:36 -0700: dd/Mon/yyyy:hh:mm:ss +hhmm"
+        );
         let by_path = decoder(ApacheConfig { entity: Entity::Path, ..ApacheConfig::default() });
         let probe = r#"203.0.113.9 - - [10/Oct/2000:13:55:36 -0700] "\x16\x03\x01" 400 226"#;
-        assert_eq!(by_path.decode(probe.as_bytes(), 0).remove(0).expect_err("refused").to_string(), "field `request` = \\x16\\x03\\x01: METHOD path PROTOCOL");
+        assert_eq!(
+            by_path.decode(probe.as_bytes(), 0).remove(0).expect_err("refused").to_string(),
+            "field `request` = \\x16\\x03\\x01: METHOD path PROTOCOL"
+        );
         let quoted = r#"203.0.113.9 - - [10/Oct/2000:13:55:36 -0700] "GET /a\"b HTTP/1.1" 200 1"#;
         assert_eq!(by_path.decode(quoted.as_bytes(), 0).remove(0).map(|d| d.entity), Ok("/a\\\"b".into()));
         assert_eq!(clf_time_ms("01/Jan/1970:01:00:00 +0100"), Some(0));
@@ -467,14 +502,26 @@ mod tests {
         assert_eq!(entities(Duration::ZERO), ["billing", "orders", "192.168.2.20"]);
 
         write(&path, "127.0.0.1,billing-v2,\n192.168.2.20,legacy,\n", t + Duration::from_secs(10));
-        assert_eq!(entities(Duration::from_millis(500)), ["billing", "orders", "192.168.2.20"], "not checked before a second has passed");
+        assert_eq!(
+            entities(Duration::from_millis(500)),
+            ["billing", "orders", "192.168.2.20"],
+            "not checked before a second has passed"
+        );
         assert_eq!(entities(Duration::from_millis(1500)), ["billing-v2", "10.1.4.7", "legacy"]);
 
         write(&path, "127.0.0.1,billing-v3\nnot-an-ip,whatever\n", t + Duration::from_secs(20));
-        assert_eq!(entities(Duration::from_millis(2600)), ["billing-v2", "10.1.4.7", "legacy"], "a broken file keeps the previous mapping");
+        assert_eq!(
+            entities(Duration::from_millis(2600)),
+            ["billing-v2", "10.1.4.7", "legacy"],
+            "a broken file keeps the previous mapping"
+        );
 
         std::fs::remove_file(&path).expect("removed");
-        assert_eq!(entities(Duration::from_millis(3700)), ["billing-v2", "10.1.4.7", "legacy"], "so does a missing one");
+        assert_eq!(
+            entities(Duration::from_millis(3700)),
+            ["billing-v2", "10.1.4.7", "legacy"],
+            "so does a missing one"
+        );
 
         write(&path, "127.0.0.1,billing-v3\n", t + Duration::from_secs(30));
         assert_eq!(entities(Duration::from_millis(4800)), ["billing-v3", "10.1.4.7", "192.168.2.20"]);
@@ -488,13 +535,22 @@ mod tests {
         let config = ApacheConfig { reference_file: Some(path.clone()), ..ApacheConfig::default() };
         assert!(build(config.clone()).starts_with(&format!("reference file {}: ", path.display())));
         write(&path, "ip,application\n10.0.0.1,a\n10.0.0.1,b\n", SystemTime::now());
-        assert_eq!(build(config.clone()), format!("reference file {}, line 3: 10.0.0.1 is listed on line 2 too", path.display()));
+        assert_eq!(
+            build(config.clone()),
+            format!("reference file {}, line 3: 10.0.0.1 is listed on line 2 too", path.display())
+        );
         write(&path, "10.0.0.1,\n", SystemTime::now());
-        assert_eq!(build(config.clone()), format!("reference file {}, line 1: no application for 10.0.0.1", path.display()));
+        assert_eq!(
+            build(config.clone()),
+            format!("reference file {}, line 1: no application for 10.0.0.1", path.display())
+        );
         let by_user = ApacheConfig { entity: Entity::User, ..config };
         assert_eq!(
             build(by_user),
-            format!("decoder setting `reference_file` = {}: only with entity = \"host\": the file maps client IPs", path.display())
+            format!(
+                "decoder setting `reference_file` = {}: only with entity = \"host\": the file maps client IPs",
+                path.display()
+            )
         );
     }
 }

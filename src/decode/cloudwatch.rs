@@ -88,7 +88,11 @@ impl Decoder for CloudWatchDecoder {
                 })]
             }
         }
-        envelope.log_events.iter().flat_map(|event| self.inner.decode(event.message.as_bytes(), event.timestamp)).collect()
+        envelope
+            .log_events
+            .iter()
+            .flat_map(|event| self.inner.decode(event.message.as_bytes(), event.timestamp))
+            .collect()
     }
 }
 
@@ -136,7 +140,10 @@ mod tests {
         let decoded = vpc_inside().decode(&gzip(FLOW_LOGS), 0);
         assert_eq!(decoded.len(), 3, "the NODATA event is no record: {decoded:?}");
         let first = decoded[0].as_ref().expect("decodes");
-        assert_eq!((first.entity.as_str(), first.event_ms, first.values["bytes"]), ("eni-1235b8ca123456789", 1_418_530_010_000, 4249.0));
+        assert_eq!(
+            (first.entity.as_str(), first.event_ms, first.values["bytes"]),
+            ("eni-1235b8ca123456789", 1_418_530_010_000, 4249.0)
+        );
         let second = decoded[1].as_ref().expect("decodes");
         assert_eq!(second.event_ms, 1_418_530_077_000, "no start: the log event's timestamp");
         assert!(second.values["packets"].is_nan());
@@ -162,7 +169,11 @@ mod tests {
         let mut truncated = gzip(FLOW_LOGS);
         truncated.truncate(truncated.len() / 2);
         assert!(err(&truncated).starts_with("not valid CloudWatch Logs envelope: gzip: "));
-        assert!(err(&gzip(r#"{"messageType": "DATA_MESSAGE", "logEvents": [{"timestamp": "soon"}]}"#)).starts_with("not valid CloudWatch Logs envelope: JSON: "));
-        assert_eq!(err(&gzip(r#"{"messageType": "DATA"}"#)), "field `messageType` = DATA: DATA_MESSAGE or CONTROL_MESSAGE");
+        assert!(err(&gzip(r#"{"messageType": "DATA_MESSAGE", "logEvents": [{"timestamp": "soon"}]}"#))
+            .starts_with("not valid CloudWatch Logs envelope: JSON: "));
+        assert_eq!(
+            err(&gzip(r#"{"messageType": "DATA"}"#)),
+            "field `messageType` = DATA: DATA_MESSAGE or CONTROL_MESSAGE"
+        );
     }
 }

@@ -72,7 +72,10 @@ pub fn deaggregate(data: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
             // Within the MD5 yet pointing outside the table: a producer bug, and the
             // Kinesis deaggregators refuse it as well.
             if record.partition_key_index >= keys as u64 {
-                return Err(malformed(format!("record {index}: partition key index {} of a {keys}-key table", record.partition_key_index)));
+                return Err(malformed(format!(
+                    "record {index}: partition key index {} of a {keys}-key table",
+                    record.partition_key_index
+                )));
             }
             Ok(record.data)
         })
@@ -92,10 +95,16 @@ mod tests {
                     keys.push(key.to_owned());
                     keys.len() - 1
                 });
-                Record { partition_key_index: index as u64, explicit_hash_key_index: None, data: data.to_vec(), tags: Vec::new() }
+                Record {
+                    partition_key_index: index as u64,
+                    explicit_hash_key_index: None,
+                    data: data.to_vec(),
+                    tags: Vec::new(),
+                }
             })
             .collect();
-        let body = AggregatedRecord { partition_key_table: keys, explicit_hash_key_table: Vec::new(), records }.encode_to_vec();
+        let body = AggregatedRecord { partition_key_table: keys, explicit_hash_key_table: Vec::new(), records }
+            .encode_to_vec();
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&body);
         bytes.extend_from_slice(&Md5::digest(&body));
@@ -107,7 +116,9 @@ mod tests {
         let first = br#"{"iotName": "DemoSensor", "iotValue": 14}"#;
         let second = b"2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK";
         let third = br#"{"iotName": "DemoSensor", "iotValue": 15}"#;
-        let records = deaggregate(&aggregate(&[("DemoSensor", first), ("eni-1235b8ca123456789", second), ("DemoSensor", third)])).expect("deaggregates");
+        let records =
+            deaggregate(&aggregate(&[("DemoSensor", first), ("eni-1235b8ca123456789", second), ("DemoSensor", third)]))
+                .expect("deaggregates");
         assert_eq!(records, [first.to_vec(), second.to_vec(), third.to_vec()]);
         assert_eq!(deaggregate(&aggregate(&[])).expect("an empty aggregate"), Vec::<Vec<u8>>::new());
     }
@@ -124,24 +135,41 @@ mod tests {
         let mut bytes = aggregate(&[("k", b"payload")]);
         let last = bytes.len() - 1;
         bytes[last] ^= 0xFF;
-        assert_eq!(deaggregate(&bytes).expect_err("refused").to_string(), "not valid KPL aggregate: the MD5 does not match the protobuf body");
+        assert_eq!(
+            deaggregate(&bytes).expect_err("refused").to_string(),
+            "not valid KPL aggregate: the MD5 does not match the protobuf body"
+        );
         let mut short = MAGIC.to_vec();
         short.extend_from_slice(&[0; 5]);
-        assert_eq!(deaggregate(&short).expect_err("refused").to_string(), "not valid KPL aggregate: 5 bytes after the magic, fewer than the 16-byte MD5");
+        assert_eq!(
+            deaggregate(&short).expect_err("refused").to_string(),
+            "not valid KPL aggregate: 5 bytes after the magic, fewer than the 16-byte MD5"
+        );
         let body = [0x1A, 0x05, 0x08]; // records, 5 bytes long, holding only 1
         let mut truncated = MAGIC.to_vec();
         truncated.extend_from_slice(&body);
         truncated.extend_from_slice(&Md5::digest(body));
-        assert!(deaggregate(&truncated).expect_err("refused").to_string().starts_with("not valid KPL aggregate: protobuf: "));
+        assert!(deaggregate(&truncated)
+            .expect_err("refused")
+            .to_string()
+            .starts_with("not valid KPL aggregate: protobuf: "));
         let stray = AggregatedRecord {
             partition_key_table: vec!["k".into()],
             explicit_hash_key_table: Vec::new(),
-            records: vec![Record { partition_key_index: 3, explicit_hash_key_index: None, data: b"x".to_vec(), tags: Vec::new() }],
+            records: vec![Record {
+                partition_key_index: 3,
+                explicit_hash_key_index: None,
+                data: b"x".to_vec(),
+                tags: Vec::new(),
+            }],
         }
         .encode_to_vec();
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&stray);
         bytes.extend_from_slice(&Md5::digest(&stray));
-        assert_eq!(deaggregate(&bytes).expect_err("refused").to_string(), "not valid KPL aggregate: record 0: partition key index 3 of a 1-key table");
+        assert_eq!(
+            deaggregate(&bytes).expect_err("refused").to_string(),
+            "not valid KPL aggregate: record 0: partition key index 3 of a 1-key table"
+        );
     }
 }

@@ -136,9 +136,13 @@ mod tests {
             let config: DecoderConfig = toml::from_str(text).expect("defaults are enough");
             assert!(config.build().is_ok(), "{text}");
         }
-        let unknown = toml::from_str::<DecoderConfig>("format = \"vpc_flow\"\nentity = \"srcip\"").expect_err("refused");
+        let unknown =
+            toml::from_str::<DecoderConfig>("format = \"vpc_flow\"\nentity = \"srcip\"").expect_err("refused");
         assert!(unknown.to_string().contains("expected one of"), "{unknown}");
-        let nested: DecoderConfig = toml::from_str("format = \"cloudwatch\"\ninner = { format = \"cloudwatch\", inner = { format = \"json\" } }").expect("parses");
+        let nested: DecoderConfig = toml::from_str(
+            "format = \"cloudwatch\"\ninner = { format = \"cloudwatch\", inner = { format = \"json\" } }",
+        )
+        .expect("parses");
         assert_eq!(nested.build().err().map(|e| e.to_string()).as_deref(), Some("decoder setting `inner.format` = cloudwatch: json, vpc_flow or apache: a log event holds one message, not another envelope"));
     }
 }

@@ -175,7 +175,11 @@ impl VpcFlowDecoder {
                 Feature::BytesPerPacket => {
                     let packets = counter(Field::Packets)?;
                     // A flow of zero packets has no bytes per packet: missing, not infinite.
-                    if packets > 0.0 { counter(Field::Bytes)? / packets } else { f64::NAN }
+                    if packets > 0.0 {
+                        counter(Field::Bytes)? / packets
+                    } else {
+                        f64::NAN
+                    }
                 }
                 Feature::Rejected => match field(Field::Action) {
                     "REJECT" => 1.0,
@@ -252,7 +256,8 @@ mod tests {
             "#,
         )
         .expect("parses");
-        let decoded: Vec<Decoded> = decode(config, &format!("{ACCEPTED}\n{REJECTED}\n")).into_iter().map(|r| r.expect("decodes")).collect();
+        let decoded: Vec<Decoded> =
+            decode(config, &format!("{ACCEPTED}\n{REJECTED}\n")).into_iter().map(|r| r.expect("decodes")).collect();
         assert_eq!(decoded.len(), 2);
         assert_eq!(decoded[1].entity, "eni-1235b8ca123456789");
         assert_eq!(decoded[1].values["bytes_per_packet"], 4249.0 / 20.0);
@@ -275,7 +280,10 @@ mod tests {
     #[test]
     fn placeholders_are_missing_values_or_a_missing_entity() {
         let line = "2 123456789010 eni-1235b8ca123456789 172.31.16.139 - - - 1 - 4249 - - - OK";
-        let config = VpcFlowConfig { features: vec![Feature::Bytes, Feature::Packets, Feature::BytesPerPacket, Feature::Rejected], ..VpcFlowConfig::default() };
+        let config = VpcFlowConfig {
+            features: vec![Feature::Bytes, Feature::Packets, Feature::BytesPerPacket, Feature::Rejected],
+            ..VpcFlowConfig::default()
+        };
         let d = decode(config.clone(), line).remove(0).expect("decodes");
         assert_eq!(d.values["bytes"], 4249.0);
         assert!(d.values["packets"].is_nan() && d.values["bytes_per_packet"].is_nan() && d.values["rejected"].is_nan());
@@ -297,6 +305,9 @@ mod tests {
         assert_eq!(mixed.iter().map(Result::is_ok).collect::<Vec<_>>(), [true, false, true]);
         let mut bytes = ACCEPTED.as_bytes().to_vec();
         bytes.extend_from_slice(b"\n2 \xff\n");
-        assert!(matches!(VpcFlowDecoder::new(VpcFlowConfig::default()).decode(&bytes, 0).as_slice(), [Ok(_), Err(DecodeError::Malformed { .. })]));
+        assert!(matches!(
+            VpcFlowDecoder::new(VpcFlowConfig::default()).decode(&bytes, 0).as_slice(),
+            [Ok(_), Err(DecodeError::Malformed { .. })]
+        ));
     }
 }

@@ -194,7 +194,10 @@ pub async fn run(
             if scorer.registry().detector(&stream.detector).is_none() {
                 anyhow::bail!("kinesis stream {}: detector = {:?}: no such detector", stream.stream, stream.detector);
             }
+            let decoder =
+                stream.decoder.build().with_context(|| format!("kinesis stream {}: decoder", stream.stream))?;
             let coordinator = Coordinator {
+                decoder: Arc::from(decoder),
                 leases: Arc::new(LeaseTable::new(dynamodb.clone(), stream.lease_table(), stream.worker_id())),
                 config: stream.clone(),
                 kinesis: kinesis.clone(),

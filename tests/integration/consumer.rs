@@ -10,6 +10,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use md5::Digest;
+use prost::Message;
+use rcfd::decode::kpl;
 use rcfd::service::config::{Config, SimulatorConfig};
 use rcfd::service::{run, Listeners};
 use rcfd::source::simulator::Readings;
@@ -76,7 +79,8 @@ async fn a_two_shard_stream_is_scored_once_checkpointed_and_not_reread() {
     .await;
 
     // The reference scenario for four sensors, the entity as partition key.
-    let mut readings = Readings::new(&SimulatorConfig { sensors: SENSORS, wave: false, seed: 11, ..Default::default() });
+    let mut readings =
+        Readings::new(&SimulatorConfig { sensors: SENSORS, wave: false, seed: 11, ..Default::default() });
     let mut injected: HashMap<(String, i64), bool> = HashMap::new();
     let mut entries = Vec::new();
     for tick in 0..TICKS {
@@ -84,19 +88,60 @@ async fn a_two_shard_stream_is_scored_once_checkpointed_and_not_reread() {
             let t = 1_700_000_000_000 + tick as i64 * 1_000;
             injected.insert((entity.clone(), t), anomaly);
             let body = format!(r#"{{"iotName": "{entity}", "iotValue": {value}, "ts": {t}}}"#);
-            entries.push(PutRecordsRequestEntry::builder().partition_key(&entity).data(Blob::new(body)).build().expect("entry"));
+            entries.push(
+                PutRecordsRequestEntry::builder().partition_key(&entity).data(Blob::new(body)).build().expect("entry"),
+            );
         }
     }
-    for broken in ["not json", r#"{"iotValue": 12, "ts": 1}"#, r#"{"iotName": "DemoSensor-1", "iotValue": "high", "ts": 1}"#] {
-        entries.push(PutRecordsRequestEntry::builder().partition_key("broken").data(Blob::new(broken)).build().expect("entry"));
+    for broken in
+        ["not json", r#"{"iotValue": 12, "ts": 1}"#, r#"{"iotName": "DemoSensor-1", "iotValue": "high", "ts": 1}"#]
+    {
+        entries.push(
+            PutRecordsRequestEntry::builder().partition_key("broken").data(Blob::new(broken)).build().expect("entry"),
+        );
     }
-    let total = entries.len();
+    // A KPL aggregate of two user records: two events with positions of their own.
+    let user_records: Vec<kpl::Record> = [1i64, 2]
+        .iter()
+        .map(|i| kpl::Record {
+            partition_key_index: 0,
+            explicit_hash_key_index: None,
+            data: format!(r#"{{"iotName": "Aggregated", "iotValue": {i}, "ts": {}}}"#, 1_700_000_000_000 + i)
+                .into_bytes(),
+            tags: Vec::new(),
+        })
+        .collect();
+    let body = kpl::AggregatedRecord {
+        partition_key_table: vec!["Aggregated".into()],
+        explicit_hash_key_table: Vec::new(),
+        records: user_records,
+    }
+    .encode_to_vec();
+    let mut aggregate = kpl::MAGIC.to_vec();
+    aggregate.extend_from_slice(&body);
+    aggregate.extend_from_slice(&md5::Md5::digest(&body));
+    entries.push(
+        PutRecordsRequestEntry::builder()
+            .partition_key("Aggregated")
+            .data(Blob::new(aggregate))
+            .build()
+            .expect("entry"),
+    );
+    let total = entries.len() + 1;
     let mut last_sequence: HashMap<String, String> = HashMap::new();
     for chunk in entries.chunks(500) {
-        let put = kinesis.put_records().stream_name(&stream).set_records(Some(chunk.to_vec())).send().await.expect("PutRecords");
+        let put = kinesis
+            .put_records()
+            .stream_name(&stream)
+            .set_records(Some(chunk.to_vec()))
+            .send()
+            .await
+            .expect("PutRecords");
         assert_eq!(put.failed_record_count, Some(0));
         for r in put.records {
-            let (Some(shard), Some(sequence)) = (r.shard_id, r.sequence_number) else { panic!("a put record has a position") };
+            let (Some(shard), Some(sequence)) = (r.shard_id, r.sequence_number) else {
+                panic!("a put record has a position")
+            };
             let longer = last_sequence.get(&shard).is_none_or(|s| (sequence.len(), &sequence) > (s.len(), s));
             if longer {
                 last_sequence.insert(shard, sequence);
@@ -135,25 +180,32 @@ async fn a_two_shard_stream_is_scored_once_checkpointed_and_not_reread() {
     .await;
     service.stop().await;
 
-    let items = dynamodb.scan().table_name(&table).consistent_read(true).send().await.expect("scan").items.unwrap_or_default();
+    let items =
+        dynamodb.scan().table_name(&table).consistent_read(true).send().await.expect("scan").items.unwrap_or_default();
     assert_eq!(items.len(), 2, "one lease per shard");
     assert!(items.iter().all(|i| !i.contains_key("leaseOwner")), "leases given up at shutdown: {items:?}");
 
     let journal = EmbeddedStore::open(&store).expect("store");
     let counts = journal.journal_counts().expect("counts");
-    assert_eq!(counts.events as usize, SENSORS * TICKS, "every record scored exactly once");
+    assert_eq!(counts.events as usize, SENSORS * TICKS + 2, "every record scored exactly once");
     assert_eq!(counts.dead_letters, 3);
     let letters = journal.recent_dead_letters(3).expect("letters");
     assert!(letters.iter().all(|l| l.source.as_ref().is_some_and(|p| p.stream == stream)), "{letters:?}");
     assert!(letters.iter().any(|l| l.reason.contains("iotName") && l.reason.contains("missing")), "{letters:?}");
     assert!(letters.iter().any(|l| l.raw == b"not json"), "raw bytes kept");
-    let events = journal.recent_events(SENSORS * TICKS).expect("events");
+    let events = journal.recent_events(SENSORS * TICKS + 2).expect("events");
     let ids: HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids.len(), events.len(), "ids from source positions are unique");
+    let aggregated: Vec<&str> = events.iter().filter(|e| e.entity == "Aggregated").map(|e| e.id.as_str()).collect();
+    assert_eq!(aggregated.len(), 2, "both user records of the KPL aggregate");
+    assert!(
+        aggregated.iter().any(|id| id.ends_with(":000000")) && aggregated.iter().any(|id| id.ends_with(":000001")),
+        "{aggregated:?}"
+    );
     // After warm-up, the injected anomalies are the top-scoring records.
     let warm: Vec<(f64, bool)> = events
         .iter()
-        .filter(|e| e.event_ms >= 1_700_000_000_000 + 200_000)
+        .filter(|e| e.event_ms >= 1_700_000_000_000 + 200_000 && e.entity != "Aggregated")
         .map(|e| (e.anomaly_score, injected[&(e.entity.clone(), e.event_ms)]))
         .collect();
     let anomalies = warm.iter().filter(|(_, a)| *a).count();

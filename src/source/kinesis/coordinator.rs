@@ -53,13 +53,14 @@ pub struct Coordinator {
     pub kinesis: aws_sdk_kinesis::Client,
     pub leases: Arc<LeaseTable>,
     pub scorer: Arc<Scorer>,
+    pub decoder: Arc<dyn Decoder>,
 }
 
 impl Coordinator {
     /// Runs until `shutdown` turns true, then stops the readers and gives up the leases.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LeaseError> {
         self.leases.ensure_table().await?;
-        let decoder: Arc<dyn Decoder> = Arc::from(self.config.decoder.build());
+        let decoder = self.decoder.clone();
         let duration = Duration::from_millis(self.config.lease_duration_ms);
         let labels = SourceLabels { source: format!("kinesis:{}", self.config.stream) };
         let mut held: HashMap<String, Held> = HashMap::new();

@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::config::{KinesisConfig, StartPosition};
 use super::lease::{LeaseError, LeaseTable, SHARD_END};
-use crate::decode::Decoder;
+use crate::decode::{kpl, Decoder};
 use crate::event::{DeadLetter, Record};
 use crate::service::scorer::Scorer;
 use crate::service::telemetry::ShardLabels;
@@ -163,31 +163,49 @@ impl Reader {
                 .approximate_arrival_timestamp
                 .and_then(|t| t.to_millis().ok())
                 .unwrap_or_else(crate::event::now_ms);
-            let position = SourcePosition {
-                stream: self.config.stream.clone(),
-                shard: self.shard.clone(),
-                sequence: record.sequence_number.clone(),
-            };
             let data = record.data.into_inner();
-            for decoded in self.decoder.decode(&data, arrival_ms) {
-                match decoded {
-                    Ok(d) => scored.push(Record {
-                        detector: self.config.detector.clone(),
-                        entity: d.entity,
-                        event_ms: d.event_ms,
-                        values: d.values,
-                        id: None,
-                        source: Some(position.clone()),
-                    }),
-                    Err(e) => {
-                        self.scorer.metrics().error("decode", e.kind());
-                        letters.push(DeadLetter {
-                            origin: origin.to_owned(),
-                            source: Some(position.clone()),
-                            raw: data.clone(),
-                            reason: e.to_string(),
-                            at_ms: crate::event::now_ms(),
-                        });
+            // One stream record can hold many records (a KPL aggregate, a CloudWatch
+            // envelope, several log lines). Each gets its own position, the sequence
+            // number plus a fixed-width index, so the replay check and the event ids tell
+            // them apart and positions still compare by length, then text.
+            let mut index = 0u32;
+            let mut next_position = || {
+                let sequence = format!("{}:{index:06}", record.sequence_number);
+                index += 1;
+                SourcePosition { stream: self.config.stream.clone(), shard: self.shard.clone(), sequence }
+            };
+            let dead_letter = |reason: String, source: SourcePosition| DeadLetter {
+                origin: origin.to_owned(),
+                source: Some(source),
+                raw: data.clone(),
+                reason,
+                at_ms: crate::event::now_ms(),
+            };
+            // A KPL aggregate holds several user records; anything else is one.
+            let user_records = match kpl::deaggregate(&data) {
+                Ok(user_records) => user_records,
+                Err(e) => {
+                    self.scorer.metrics().error("decode", e.kind());
+                    letters.push(dead_letter(e.to_string(), next_position()));
+                    continue;
+                }
+            };
+            for user_record in &user_records {
+                for decoded in self.decoder.decode(user_record, arrival_ms) {
+                    let position = next_position();
+                    match decoded {
+                        Ok(d) => scored.push(Record {
+                            detector: self.config.detector.clone(),
+                            entity: d.entity,
+                            event_ms: d.event_ms,
+                            values: d.values,
+                            id: None,
+                            source: Some(position),
+                        }),
+                        Err(e) => {
+                            self.scorer.metrics().error("decode", e.kind());
+                            letters.push(dead_letter(e.to_string(), position));
+                        }
                     }
                 }
             }
