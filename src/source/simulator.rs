@@ -98,8 +98,10 @@ pub async fn run(scorer: Arc<Scorer>, config: SimulatorConfig, shutdown: impl st
                 source: None,
             })
             .collect();
-        let (_, delivery) = scorer.score("simulator", records);
-        scorer.deliver(delivery).await;
+        match scorer.score_async("simulator", records).await {
+            Ok((_, delivery)) => scorer.deliver(delivery).await,
+            Err(e) => tracing::error!(error = %e, "simulator scoring failed"),
+        }
     }
 }
 

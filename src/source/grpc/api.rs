@@ -1,6 +1,5 @@
-//! The three rcfd services. Scoring a batch runs on the blocking pool (thousands of
-//! records are milliseconds of CPU), a few records inline; then the call waits for the
-//! sinks to take the results.
+//! The three rcfd services. Scoring goes through `Scorer::score_async` (a batch runs
+//! on the blocking pool); then the call waits for the sinks to take the results.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,9 +13,6 @@ use super::proto;
 use crate::service::catalog::{Catalog, CatalogError, Entry};
 use crate::service::scorer::Scorer;
 
-/// Batches up to this many records are scored on the async thread: tens of
-/// microseconds, less than handing them to the blocking pool and back.
-const INLINE_RECORDS: usize = 16;
 /// Responses a ScoreStream may have queued before it stops reading requests.
 const STREAM_BUFFER: usize = 16;
 
@@ -59,14 +55,11 @@ impl ScoringApi {
             )));
         }
         let records: Vec<_> = request.records.into_iter().map(convert::record).collect();
-        let (results, delivery) = if records.len() <= INLINE_RECORDS {
-            self.scorer.score("grpc", records)
-        } else {
-            let scorer = self.scorer.clone();
-            tokio::task::spawn_blocking(move || scorer.score("grpc", records))
-                .await
-                .map_err(|e| Status::internal(format!("scoring stopped: {e}")))?
-        };
+        let (results, delivery) = self
+            .scorer
+            .score_async("grpc", records)
+            .await
+            .map_err(|e| Status::internal(format!("scoring stopped: {e}")))?;
         let results = results.into_iter().map(|r| convert::record_result(r.map(|i| &delivery.events[i]))).collect();
         self.scorer.deliver(delivery).await;
         Ok(proto::ScoreResponse { results })

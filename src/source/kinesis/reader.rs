@@ -210,11 +210,7 @@ impl Reader {
                 }
             }
         }
-        let scorer = self.scorer.clone();
-        let origin_owned = origin.to_owned();
-        let (_, mut delivery) = tokio::task::spawn_blocking(move || scorer.score(&origin_owned, scored))
-            .await
-            .map_err(|_| Ended::Stopped)?;
+        let (_, mut delivery) = self.scorer.score_async(origin, scored).await.map_err(|_| Ended::Stopped)?;
         delivery.dead_letters.extend(letters);
         let (ack, acked) = oneshot::channel();
         delivery.ack = Some(ack);
