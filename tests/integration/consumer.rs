@@ -230,3 +230,134 @@ async fn a_two_shard_stream_is_scored_once_checkpointed_and_not_reread() {
     let _ = kinesis.delete_stream().stream_name(&stream).send().await;
     let _ = dynamodb.delete_table().table_name(&table).send().await;
 }
+
+async fn active_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
+    kinesis.create_stream().stream_name(stream).shard_count(shards).send().await.expect("CreateStream");
+    wait_active(kinesis, stream).await;
+}
+
+async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
+    poll_until("the stream to be active", Duration::from_secs(30), || async {
+        let d = kinesis.describe_stream_summary().stream_name(stream).send().await.ok()?;
+        (d.stream_description_summary?.stream_status == aws_sdk_kinesis::types::StreamStatus::Active).then_some(())
+    })
+    .await;
+}
+
+async fn put(kinesis: &aws_sdk_kinesis::Client, stream: &str, records: &[(String, f64, i64)]) {
+    for chunk in records.chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|(entity, value, t)| {
+                let body = format!(r#"{{"iotName": "{entity}", "iotValue": {value}, "ts": {t}}}"#);
+                PutRecordsRequestEntry::builder().partition_key(entity).data(Blob::new(body)).build().expect("entry")
+            })
+            .collect();
+        let put =
+            kinesis.put_records().stream_name(stream).set_records(Some(entries)).send().await.expect("PutRecords");
+        assert_eq!(put.failed_record_count, Some(0));
+    }
+}
+
+fn consumer_config(store: &std::path::Path, stream: &str, table: &str, worker: &str) -> String {
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    format!(
+        "[store]\npath = '{}'\n[models]\ndetectors = ['{models}']\n[[kinesis]]\nstream = '{stream}'\ndetector = 'iot-sensor'\nlease_table = '{table}'\nworker_id = '{worker}'\nlease_duration_ms = 1500\n[kinesis.decoder]\nformat = 'json'\nevent_time = 'ts'\n",
+        store.display()
+    )
+}
+
+fn metric(m: &HashMap<String, f64>, prefix: &str) -> f64 {
+    m.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_takes_half_the_shards_and_nothing_is_scored_twice() {
+    let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
+    aws_config("AWS_ENDPOINT_URL_DYNAMODB").await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let stream = unique_name("rcfd-balance");
+    let table = unique_name("rcfd-leases");
+    active_stream(&kinesis, &stream, 4).await;
+    let stores: Vec<std::path::PathBuf> = ["a", "b"]
+        .iter()
+        .map(|w| std::env::temp_dir().join(format!("{}-{w}.redb", unique_name("rcfd-balance"))))
+        .collect();
+    let owned = |http| async move { metrics(http).await.map(|m| metric(&m, "rcfd_shards_owned")) };
+
+    let a = start(&consumer_config(&stores[0], &stream, &table, "worker-a")).await;
+    poll_until("the first instance to own every shard", Duration::from_secs(30), || async {
+        (owned(a.http).await? == 4.0).then_some(())
+    })
+    .await;
+    let b = start(&consumer_config(&stores[1], &stream, &table, "worker-b")).await;
+    poll_until("two shards each", Duration::from_secs(60), || async {
+        (owned(a.http).await? == 2.0 && owned(b.http).await? == 2.0).then_some(())
+    })
+    .await;
+
+    let records: Vec<(String, f64, i64)> = (0..800)
+        .map(|i| (format!("sensor-{}", i % 16), 10.0 + (i % 7) as f64, 1_700_000_000_000 + i as i64 * 1_000))
+        .collect();
+    put(&kinesis, &stream, &records).await;
+    let scored_key = "rcfd_records_scored_total";
+    poll_until("every record scored by one of the two", Duration::from_secs(60), || async {
+        let (ma, mb) = (metrics(a.http).await?, metrics(b.http).await?);
+        let both = metric(&ma, scored_key) + metric(&mb, scored_key);
+        (both >= 800.0).then_some(())
+    })
+    .await;
+    let (ma, mb) = (metrics(a.http).await.expect("a"), metrics(b.http).await.expect("b"));
+    assert!(metric(&ma, scored_key) > 0.0 && metric(&mb, scored_key) > 0.0, "both instances scored records");
+    a.stop().await;
+    b.stop().await;
+    let mut total = 0;
+    for path in &stores {
+        total += EmbeddedStore::open(path).expect("store").journal_counts().expect("counts").events;
+        let _ = std::fs::remove_file(path);
+    }
+    assert_eq!(total, 800, "every record scored exactly once across the two instances");
+    let _ = kinesis.delete_stream().stream_name(&stream).send().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_split_the_parent_is_read_before_its_children() {
+    let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
+    aws_config("AWS_ENDPOINT_URL_DYNAMODB").await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let stream = unique_name("rcfd-split");
+    let table = unique_name("rcfd-leases");
+    active_stream(&kinesis, &stream, 1).await;
+    let reading = |i: i64| ("E".to_owned(), 10.0 + (i % 5) as f64, 1_700_000_000_000 + i * 1_000);
+    put(&kinesis, &stream, &(0..300).map(reading).collect::<Vec<_>>()).await;
+    let shards =
+        kinesis.list_shards().stream_name(&stream).send().await.expect("ListShards").shards.unwrap_or_default();
+    kinesis
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(&shards[0].shard_id)
+        .new_starting_hash_key("170141183460469231731687303715884105728")
+        .send()
+        .await
+        .expect("SplitShard");
+    wait_active(&kinesis, &stream).await;
+    // The later half lands on a child shard: read first, it would make the parent's
+    // records 5 minutes late and they would be dead-lettered.
+    put(&kinesis, &stream, &(300..600).map(reading).collect::<Vec<_>>()).await;
+
+    let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-split")));
+    let service = start(&consumer_config(&store, &stream, &table, "worker-a")).await;
+    poll_until("all 600 records scored", Duration::from_secs(60), || async {
+        (metric(&metrics(service.http).await?, "rcfd_records_scored_total") >= 600.0).then_some(())
+    })
+    .await;
+    service.stop().await;
+    let journal = EmbeddedStore::open(&store).expect("store");
+    assert_eq!(journal.journal_counts().expect("counts").dead_letters, 0, "nothing arrived late");
+    let mut events = journal.recent_events(600).expect("events");
+    events.reverse();
+    assert_eq!(events.len(), 600);
+    assert!(events.windows(2).all(|w| w[0].event_ms < w[1].event_ms), "scored in event order across the split");
+    let _ = std::fs::remove_file(&store);
+    let _ = kinesis.delete_stream().stream_name(&stream).send().await;
+}

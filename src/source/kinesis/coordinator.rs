@@ -1,6 +1,6 @@
 //! Runs one stream: discovers its shards, keeps a lease per shard in the lease table,
-//! takes free or expired leases up to a fair share (shards / instances), renews what it
-//! holds, starts a reader per held shard and stops it as soon as its lease is in doubt,
+//! takes free or expired leases up to a fair share (shards / instances) and one lease
+//! per round from an instance holding more than its share, renews what it holds, starts a reader per held shard and stops it as soon as its lease is in doubt,
 //! and gives every lease up at shutdown. A child shard (after a split or merge) is only
 //! taken once its parents are read to their end, so one entity's records stay in order.
 
@@ -97,6 +97,37 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Starts the reader of a lease just taken, after `delay` if it was taken from
+    /// another instance.
+    fn start_reader(
+        &self,
+        held: &mut HashMap<String, Held>,
+        taken: Lease,
+        decoder: &Arc<dyn Decoder>,
+        delay: Option<Duration>,
+    ) {
+        let (stop, mut stopping) = watch::channel(false);
+        let reader = Reader {
+            kinesis: self.kinesis.clone(),
+            leases: self.leases.clone(),
+            scorer: self.scorer.clone(),
+            decoder: decoder.clone(),
+            config: self.config.clone(),
+            shard: taken.shard.clone(),
+            checkpoint: taken.checkpoint.clone(),
+        };
+        let task = tokio::spawn(async move {
+            if let Some(delay) = delay {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopping.changed() => return Ended::Stopped,
+                }
+            }
+            reader.run(stopping).await
+        });
+        held.insert(taken.shard.clone(), Held { lease: taken, renewed: Instant::now(), stop, task });
+    }
+
     /// Forgets readers that ended (their shard finished, or their lease was lost).
     async fn reap(&self, held: &mut HashMap<String, Held>) {
         let ended: Vec<String> = held.iter().filter(|(_, h)| h.task.is_finished()).map(|(s, _)| s.clone()).collect();
@@ -166,6 +197,7 @@ impl Coordinator {
         let finished: HashSet<&str> = leases.iter().filter(|l| l.is_finished()).map(|l| l.shard.as_str()).collect();
         let known: HashSet<&str> = leases.iter().map(|l| l.shard.as_str()).collect();
         let active: Vec<&Lease> = leases.iter().filter(|l| !l.is_finished()).collect();
+        let active_count = active.len();
         let mut instances: HashSet<&str> =
             active.iter().filter(|l| !expired(l)).filter_map(|l| l.owner.as_deref()).collect();
         instances.insert(self.leases.owner());
@@ -188,18 +220,31 @@ impl Coordinator {
                 Err(e) => return Err(e.to_string()),
             };
             tracing::info!(shard = %taken.shard, checkpoint = ?taken.checkpoint, "took the lease");
-            let (stop, stopping) = watch::channel(false);
-            let reader = Reader {
-                kinesis: self.kinesis.clone(),
-                leases: self.leases.clone(),
-                scorer: self.scorer.clone(),
-                decoder: decoder.clone(),
-                config: self.config.clone(),
-                shard: taken.shard.clone(),
-                checkpoint: taken.checkpoint.clone(),
-            };
-            let task = tokio::spawn(reader.run(stopping));
-            held.insert(taken.shard.clone(), Held { lease: taken, renewed: Instant::now(), stop, task });
+            self.start_reader(held, taken, decoder, None);
+        }
+        // Still short of an even share while another instance holds more than its
+        // own: take one of its leases per round. Its next renewal fails and it stops
+        // that reader; ours starts only a lease duration later, by when the other has
+        // surely stopped, so no two readers ever read the shard at once.
+        let even_share = active_count / instances.len();
+        if held.len() < even_share {
+            let mut by_owner: HashMap<&str, Vec<&Lease>> = HashMap::new();
+            for lease in leases.iter().filter(|l| !l.is_finished() && !expired(l)) {
+                if let Some(owner) = lease.owner.as_deref().filter(|o| *o != self.leases.owner()) {
+                    by_owner.entry(owner).or_default().push(lease);
+                }
+            }
+            let busiest = by_owner.into_values().max_by_key(Vec::len);
+            if let Some(victim) = busiest.filter(|v| v.len() > held.len() + 1).and_then(|v| v.first().copied()) {
+                match self.leases.take(victim).await {
+                    Ok(taken) => {
+                        tracing::info!(shard = %taken.shard, from = ?victim.owner, "took a lease to even the load");
+                        self.start_reader(held, taken, decoder, Some(duration));
+                    }
+                    Err(LeaseError::Lost { .. }) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
         }
         Ok(())
     }
