@@ -36,6 +36,8 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     /// Kinesis streams to consume (`[[kinesis]]`, one table per stream).
     pub kinesis: Vec<crate::source::kinesis::config::KinesisConfig>,
+    /// Where dead letters go besides the embedded journal.
+    pub dead_letters: crate::sink::dead_letter::DeadLetterConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             models: ModelsConfig::default(),
             simulator: SimulatorConfig { enabled: false, ..SimulatorConfig::default() },
             kinesis: Vec::new(),
+            dead_letters: crate::sink::dead_letter::DeadLetterConfig::default(),
         }
     }
 }
@@ -299,6 +302,17 @@ impl Config {
             if sim.sensors == 0 && !sim.wave {
                 return Err(error("simulator.sensors", 0, "at least 1 sensor, or simulator.wave = true"));
             }
+        }
+        let letters = &self.dead_letters;
+        if letters.kinesis_stream.is_some() && letters.s3_bucket.is_some() {
+            return Err(error(
+                "dead_letters.s3_bucket",
+                &letters.s3_bucket,
+                "unset when dead_letters.kinesis_stream is set (one target)",
+            ));
+        }
+        if letters.kinesis_stream.as_deref() == Some("") || letters.s3_bucket.as_deref() == Some("") {
+            return Err(error("dead_letters", "\"\"", "a non-empty stream or bucket name"));
         }
         for (i, stream) in self.kinesis.iter().enumerate() {
             stream.validate(&format!("kinesis[{i}]")).map_err(|(field, value, allowed)| ConfigError {

@@ -20,6 +20,7 @@ use super::config::{Config, ServiceConfig};
 use super::scorer::Scorer;
 use super::telemetry::Metrics;
 use crate::detector::registry::Registry;
+use crate::sink::dead_letter::{DeadLetterConfig, DeadLetterTarget};
 use crate::sink::{journal, queue};
 use crate::source::grpc::api::{DetectorsApi, ModelsApi, ScoringApi};
 use crate::source::grpc::auth::BearerToken;
@@ -123,7 +124,12 @@ pub async fn run(
     let (deliveries, queued) = queue::queue(queue::DEFAULT_CAPACITY);
     let scorer = Arc::new(Scorer::new(registry, metrics.clone(), deliveries));
     let (drain, drained) = oneshot::channel();
-    let writer = tokio::spawn(journal::run(store.clone(), queued, cfg.store.keep_events, metrics, drained));
+    let uses_aws = !cfg.kinesis.is_empty() || cfg.dead_letters != DeadLetterConfig::default();
+    let aws =
+        if uses_aws { Some(aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await) } else { None };
+    let dead_letters = aws.as_ref().and_then(|aws| DeadLetterTarget::build(&cfg.dead_letters, aws));
+    let writer =
+        tokio::spawn(journal::run(store.clone(), queued, cfg.store.keep_events, metrics, dead_letters, drained));
 
     let (stop, stopping) = watch::channel(false);
     let stopped = {
@@ -187,9 +193,8 @@ pub async fn run(
         None => None,
     };
     let mut consumers = Vec::new();
-    if !cfg.kinesis.is_empty() {
-        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-        let (kinesis, dynamodb) = (aws_sdk_kinesis::Client::new(&aws), aws_sdk_dynamodb::Client::new(&aws));
+    if let Some(aws) = aws.as_ref().filter(|_| !cfg.kinesis.is_empty()) {
+        let (kinesis, dynamodb) = (aws_sdk_kinesis::Client::new(aws), aws_sdk_dynamodb::Client::new(aws));
         for stream in &cfg.kinesis {
             if scorer.registry().detector(&stream.detector).is_none() {
                 anyhow::bail!("kinesis stream {}: detector = {:?}: no such detector", stream.stream, stream.detector);

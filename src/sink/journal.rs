@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::dead_letter::DeadLetterTarget;
 use super::queue::{Queued, Receiver};
+use crate::event::DeadLetter;
 use crate::service::telemetry::Metrics;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::snapshot::StoreError;
@@ -17,8 +19,14 @@ use crate::store::snapshot::StoreError;
 const MAX_DELIVERIES_PER_COMMIT: usize = 256;
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// Writes `batch` in one transaction; its queue capacity is given back after.
-fn write(store: &EmbeddedStore, batch: Vec<Queued>, keep: u64, durable: bool) -> Result<(), StoreError> {
+/// Writes `batch` in one transaction and returns its dead letters and acknowledgements
+/// (to be sent once every sink has the batch).
+fn write(
+    store: &EmbeddedStore,
+    batch: Vec<Queued>,
+    keep: u64,
+    durable: bool,
+) -> Result<(Vec<DeadLetter>, Vec<oneshot::Sender<()>>), StoreError> {
     let (mut events, mut alerts, mut letters, mut permits, mut acks) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for queued in batch {
@@ -29,16 +37,9 @@ fn write(store: &EmbeddedStore, batch: Vec<Queued>, keep: u64, durable: bool) ->
         permits.push(permit);
         acks.extend(delivery.ack);
     }
-    let written = store.append(&events, &alerts, &letters, keep, durable);
+    store.append(&events, &alerts, &letters, keep, durable)?;
     drop(permits);
-    // Only a written batch is acknowledged; a failed one drops its acks, which its
-    // source sees as "not delivered".
-    if written.is_ok() {
-        for ack in acks {
-            let _ = ack.send(());
-        }
-    }
-    written
+    Ok((letters, acks))
 }
 
 /// Writes deliveries until `drain` fires, then what is still queued, then returns.
@@ -47,6 +48,7 @@ pub async fn run(
     mut deliveries: Receiver,
     keep: u64,
     metrics: Arc<Metrics>,
+    dead_letters: Option<DeadLetterTarget>,
     mut drain: oneshot::Receiver<()>,
 ) {
     let mut draining = false;
@@ -78,7 +80,25 @@ pub async fn run(
         }
         let durable = synced_at.elapsed() >= SYNC_EVERY;
         let store = store.clone();
-        report(tokio::task::spawn_blocking(move || write(&store, batch, keep, durable)).await, &metrics);
+        let written = tokio::task::spawn_blocking(move || write(&store, batch, keep, durable)).await;
+        match written {
+            Ok(Ok((letters, acks))) => {
+                if let Some(target) = &dead_letters {
+                    // The letters are in the journal already: a target that stays down
+                    // is reported, not a reason to hold the source back.
+                    if let Err(e) = target.send(&letters).await {
+                        tracing::error!(error = %e, count = letters.len(), "sending dead letters failed; they stay in the journal");
+                        metrics.error("dead_letters", "send_failed");
+                    }
+                }
+                for ack in acks {
+                    let _ = ack.send(());
+                }
+            }
+            // Not acknowledged: the acks are dropped, which the source sees as "not delivered".
+            Ok(Err(e)) => report(Ok(Err(e)), &metrics),
+            Err(e) => report(Err(e), &metrics),
+        }
         if durable {
             synced_at = tokio::time::Instant::now();
         }

@@ -361,3 +361,103 @@ async fn after_a_split_the_parent_is_read_before_its_children() {
     let _ = std::fs::remove_file(&store);
     let _ = kinesis.delete_stream().stream_name(&stream).send().await;
 }
+
+/// Runs a consumer over one good and two broken records with `dead_letters` configured
+/// and returns when the service has stopped.
+async fn consume_with_dead_letters(stream: &str, dead_letters: &str) {
+    let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    active_stream(&kinesis, stream, 1).await;
+    let entries = ["not json", r#"{"iotValue": 3}"#, r#"{"iotName": "ok", "iotValue": 3, "ts": 1700000000000}"#]
+        .iter()
+        .map(|body| PutRecordsRequestEntry::builder().partition_key("k").data(Blob::new(*body)).build().expect("entry"))
+        .collect();
+    kinesis.put_records().stream_name(stream).set_records(Some(entries)).send().await.expect("PutRecords");
+    let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-dlq")));
+    let table = unique_name("rcfd-leases");
+    // Top-level tables must come before the [[kinesis]] array of tables.
+    let config = consumer_config(&store, stream, &table, "worker-a").replacen(
+        "[[kinesis]]",
+        &format!("[dead_letters]\n{dead_letters}\n[[kinesis]]"),
+        1,
+    );
+    let service = start(&config).await;
+    poll_until("the good record scored", Duration::from_secs(60), || async {
+        (metric(&metrics(service.http).await?, "rcfd_records_scored_total") >= 1.0).then_some(())
+    })
+    .await;
+    service.stop().await;
+    let _ = std::fs::remove_file(&store);
+}
+
+fn assert_envelopes(envelopes: &[rcfd::sink::dead_letter::Envelope]) {
+    use base64::Engine;
+    assert_eq!(envelopes.len(), 2, "{envelopes:?}");
+    let raw: Vec<Vec<u8>> = envelopes
+        .iter()
+        .map(|e| base64::engine::general_purpose::STANDARD.decode(&e.raw_base64).expect("base64"))
+        .collect();
+    assert!(raw.contains(&b"not json".to_vec()), "raw bytes kept");
+    assert!(envelopes.iter().any(|e| e.reason == "field `iotName` is missing"), "{envelopes:?}");
+    assert!(envelopes.iter().all(|e| e.source.as_ref().is_some_and(|p| !p.sequence.is_empty())), "positions kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_go_to_a_second_stream() {
+    let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
+    aws_config("AWS_ENDPOINT_URL_DYNAMODB").await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let (stream, letters) = (unique_name("rcfd-in"), unique_name("rcfd-dlq"));
+    active_stream(&kinesis, &letters, 1).await;
+    consume_with_dead_letters(&stream, &format!("kinesis_stream = '{letters}'")).await;
+    let shard =
+        kinesis.list_shards().stream_name(&letters).send().await.expect("ListShards").shards.unwrap_or_default();
+    let iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(&letters)
+        .shard_id(&shard[0].shard_id)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("iterator")
+        .shard_iterator
+        .expect("an iterator");
+    let got = kinesis.get_records().shard_iterator(iterator).send().await.expect("GetRecords").records;
+    let envelopes: Vec<rcfd::sink::dead_letter::Envelope> =
+        got.iter().map(|r| serde_json::from_slice(r.data.as_ref()).expect("an envelope")).collect();
+    assert_envelopes(&envelopes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_go_to_s3() {
+    let aws = aws_config("AWS_ENDPOINT_URL_S3").await;
+    aws_config("AWS_ENDPOINT_URL_KINESIS").await;
+    aws_config("AWS_ENDPOINT_URL_DYNAMODB").await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&aws).force_path_style(true).build());
+    let bucket = unique_name("rcfd-dlq").to_lowercase();
+    s3.create_bucket().bucket(&bucket).send().await.expect("CreateBucket");
+    consume_with_dead_letters(
+        &unique_name("rcfd-in"),
+        &format!("s3_bucket = '{bucket}'\ns3_prefix = 'letters/'\ns3_force_path_style = true"),
+    )
+    .await;
+    let listed = s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix("letters/")
+        .send()
+        .await
+        .expect("List")
+        .contents
+        .unwrap_or_default();
+    let mut envelopes = Vec::new();
+    for object in listed {
+        let key = object.key.expect("a key");
+        let body =
+            s3.get_object().bucket(&bucket).key(&key).send().await.expect("Get").body.collect().await.expect("body");
+        for line in body.into_bytes().split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            envelopes.push(serde_json::from_slice(line).expect("an envelope"));
+        }
+    }
+    assert_envelopes(&envelopes);
+}
