@@ -1,7 +1,8 @@
 //! The embedded store as a sink: scored events, alerts and dead letters, written in
 //! batches (one transaction for whatever has queued up, so a burst costs one commit),
-//! made durable (fsync) at most once per [`SYNC_EVERY`] and at shutdown, so a crash of
-//! the machine loses at most that much of the journal.
+//! made durable (fsync) at most once per [`SYNC_EVERY`] and at shutdown. A delivery is
+//! acknowledged (and its source may checkpoint) only once it is durable, so a crash
+//! loses only unacknowledged rows, which the source reads again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,9 @@ use crate::store::snapshot::StoreError;
 
 /// Deliveries written in one transaction at most.
 const MAX_DELIVERIES_PER_COMMIT: usize = 256;
-pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Often enough that a source waiting for its acknowledgement (to checkpoint) is not
+/// held back longer than a Kinesis poll interval; rarely enough that fsync is not the cost.
+pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 
 /// Writes `batch` in one transaction and returns its dead letters and acknowledgements
 /// (to be sent once every sink has the batch).
@@ -54,6 +57,9 @@ pub async fn run(
     let mut draining = false;
     let mut synced_at = tokio::time::Instant::now();
     let mut unsynced = false;
+    // Acknowledged only once durable: a source checkpoints on the ack, and a crash must
+    // not lose journal rows whose records the source will not read again.
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         let next = tokio::select! {
             next = deliveries.recv() => next,
@@ -65,7 +71,11 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(synced_at + SYNC_EVERY), if unsynced => {
                 let store = store.clone();
-                report(tokio::task::spawn_blocking(move || store.sync()).await, &metrics);
+                let synced = tokio::task::spawn_blocking(move || store.sync()).await;
+                if matches!(synced, Ok(Ok(()))) {
+                    waiting.drain(..).for_each(|ack| { let _ = ack.send(()); });
+                }
+                report(synced, &metrics);
                 (synced_at, unsynced) = (tokio::time::Instant::now(), false);
                 continue;
             }
@@ -91,8 +101,11 @@ pub async fn run(
                         metrics.error("dead_letters", "send_failed");
                     }
                 }
-                for ack in acks {
-                    let _ = ack.send(());
+                waiting.extend(acks);
+                if durable {
+                    waiting.drain(..).for_each(|ack| {
+                        let _ = ack.send(());
+                    });
                 }
             }
             // Not acknowledged: the acks are dropped, which the source sees as "not delivered".
@@ -104,7 +117,13 @@ pub async fn run(
         }
         unsynced = !durable;
     }
-    report(tokio::task::spawn_blocking(move || store.sync()).await, &metrics);
+    let synced = tokio::task::spawn_blocking(move || store.sync()).await;
+    if matches!(synced, Ok(Ok(()))) {
+        waiting.drain(..).for_each(|ack| {
+            let _ = ack.send(());
+        });
+    }
+    report(synced, &metrics);
 }
 
 /// Logs and counts a failed write; the events in it are lost to the journal only.

@@ -76,7 +76,7 @@ fn newest<T: DeserializeOwned>(
 impl EmbeddedStore {
     /// A journal write. Not `durable`: kept by redb in memory until the next durable
     /// commit, because on Linux every durable commit is an fsync, which costs more than
-    /// the writing itself; the journal sink makes a durable commit at least once a second.
+    /// the writing itself; the journal sink makes a durable commit every 200 ms at most.
     fn begin_journal_write(&self, durable: bool) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(backend)?;
         if !durable {
