@@ -572,3 +572,93 @@ async fn after_sigkill_another_instance_takes_over_and_resumes_from_the_checkpoi
     let _ = std::fs::remove_dir_all(dir);
     let _ = kinesis.delete_stream().stream_name(&stream).send().await;
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+fn envelope(lines: &[&str]) -> Vec<u8> {
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, m)| serde_json::json!({"id": i.to_string(), "timestamp": 1_700_000_000_000i64 + i as i64, "message": m}))
+        .collect();
+    let body = serde_json::json!({"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "vpc", "logStream": "eni",
+        "subscriptionFilters": ["rcfd"], "logEvents": events});
+    gzip(body.to_string().as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_dead_letters_with_their_reason_and_the_good_ones_around_them_are_scored() {
+    let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
+    aws_config("AWS_ENDPOINT_URL_DYNAMODB").await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let stream = unique_name("rcfd-formats");
+    active_stream(&kinesis, &stream, 1).await;
+    let flow = |n: u32| {
+        format!(
+            "2 123456789012 eni-0a1b2c3d 10.0.1.{n} 10.0.2.9 443 49152 6 {n} {} 1700000000 1700000060 ACCEPT OK",
+            n * 100
+        )
+    };
+    let good =
+        envelope(&[&flow(1), "2 123456789012 eni-0a1b2c3d - - - - - - - 1700000000 1700000060 - NODATA", &flow(2)]);
+    let wrong_count = envelope(&[&flow(3), "2 123456789012 eni-0a1b2c3d 10.0.1.4 443", &flow(5)]);
+    let mut truncated = envelope(&[&flow(6)]);
+    truncated.truncate(truncated.len() / 2);
+    let mut bad_kpl = kpl::MAGIC.to_vec();
+    let body = kpl::AggregatedRecord {
+        partition_key_table: vec!["k".into()],
+        explicit_hash_key_table: Vec::new(),
+        records: Vec::new(),
+    }
+    .encode_to_vec();
+    bad_kpl.extend_from_slice(&body);
+    bad_kpl.extend_from_slice(&[0u8; 16]);
+    let not_utf8 = gzip(&[0xff, 0xfe, 0x00, 0x7b]);
+    let records = [good, wrong_count, truncated, bad_kpl, not_utf8];
+    let entries = records
+        .iter()
+        .map(|r| {
+            PutRecordsRequestEntry::builder().partition_key("k").data(Blob::new(r.clone())).build().expect("entry")
+        })
+        .collect();
+    kinesis.put_records().stream_name(&stream).set_records(Some(entries)).send().await.expect("PutRecords");
+
+    let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-formats")));
+    let table = unique_name("rcfd-leases");
+    let config = consumer_config(&store, &stream, &table, "worker-a").replace(
+        "[kinesis.decoder]\nformat = 'json'\nevent_time = 'ts'\n",
+        "[kinesis.decoder]\nformat = 'cloudwatch'\ninner = { format = 'vpc_flow', entity = 'srcaddr', features = ['bytes'] }\n",
+    );
+    let flows = "name = 'flows'\nentity_key = ['srcaddr']\nfeatures = ['bytes']\n";
+    let models = std::env::temp_dir().join(unique_name("rcfd-flow-models"));
+    std::fs::create_dir_all(&models).expect("dir");
+    std::fs::write(models.join("flows.toml"), flows).expect("detector");
+    let config = config
+        .replace(concat!(env!("CARGO_MANIFEST_DIR"), "/models"), &models.display().to_string())
+        .replace("detector = 'iot-sensor'", "detector = 'flows'");
+    let service = start(&config).await;
+    poll_until("every record handled", Duration::from_secs(60), || async {
+        let m = metrics(service.http).await?;
+        (metric(&m, "rcfd_records_scored_total") >= 4.0 && metric(&m, "rcfd_errors_total{stage=\"decode\"") >= 4.0)
+            .then_some(())
+    })
+    .await;
+    service.stop().await;
+    let journal = EmbeddedStore::open(&store).expect("store");
+    let mut entities: Vec<String> = journal.recent_events(10).expect("events").into_iter().map(|e| e.entity).collect();
+    entities.sort();
+    assert_eq!(entities, vec!["10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.5"], "the good flows around the bad ones");
+    let reasons: Vec<String> =
+        journal.recent_dead_letters(10).expect("letters").into_iter().map(|l| l.reason).collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    for expected in ["5 fields, expected 14", "gzip", "MD5", "JSON"] {
+        assert!(reasons.iter().any(|r| r.contains(expected)), "no dead letter says {expected:?}: {reasons:?}");
+    }
+    let _ = std::fs::remove_file(&store);
+    let _ = std::fs::remove_dir_all(&models);
+}
