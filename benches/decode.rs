@@ -35,7 +35,7 @@ fn access(i: usize) -> String {
         i % ENTITIES,
         i % 60,
         i % 100,
-        if i % 50 == 0 { 500 } else { 200 },
+        if i.is_multiple_of(50) { 500 } else { 200 },
         500 + (i * 13) % 300
     )
 }
@@ -58,7 +58,9 @@ fn envelope(lines: &[String]) -> Vec<u8> {
 }
 
 /// (name, decoder TOML, stream records, detector features, records per stream record)
-fn cases() -> Vec<(&'static str, &'static str, Vec<Vec<u8>>, &'static str, usize)> {
+type Case = (&'static str, &'static str, Vec<Vec<u8>>, &'static str, usize);
+
+fn cases() -> Vec<Case> {
     let lines = |f: fn(usize) -> String| (0..BATCH).map(|i| f(i).into_bytes()).collect::<Vec<_>>();
     let envelopes = (0..BATCH / 10).map(|b| envelope(&(b * 10..b * 10 + 10).map(flow).collect::<Vec<_>>())).collect();
     vec![
