@@ -38,6 +38,8 @@ pub struct Config {
     pub kinesis: Vec<crate::source::kinesis::config::KinesisConfig>,
     /// Where dead letters go besides the embedded journal.
     pub dead_letters: crate::sink::dead_letter::DeadLetterConfig,
+    /// Index every scored event in OpenSearch (when `url` is set).
+    pub opensearch: crate::sink::opensearch::config::OpenSearchConfig,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             simulator: SimulatorConfig { enabled: false, ..SimulatorConfig::default() },
             kinesis: Vec::new(),
             dead_letters: crate::sink::dead_letter::DeadLetterConfig::default(),
+            opensearch: crate::sink::opensearch::config::OpenSearchConfig::default(),
         }
     }
 }
@@ -303,6 +306,7 @@ impl Config {
                 return Err(error("simulator.sensors", 0, "at least 1 sensor, or simulator.wave = true"));
             }
         }
+        self.opensearch.validate().map_err(|(field, value, allowed)| ConfigError { field, value, allowed })?;
         let letters = &self.dead_letters;
         if letters.kinesis_stream.is_some() && letters.s3_bucket.is_some() {
             return Err(error(

@@ -21,7 +21,8 @@ use super::scorer::Scorer;
 use super::telemetry::Metrics;
 use crate::detector::registry::Registry;
 use crate::sink::dead_letter::{DeadLetterConfig, DeadLetterTarget};
-use crate::sink::{journal, queue};
+use crate::sink::opensearch::sink::OpenSearchSink;
+use crate::sink::{chain, queue};
 use crate::source::grpc::api::{DetectorsApi, ModelsApi, ScoringApi};
 use crate::source::grpc::auth::BearerToken;
 use crate::source::grpc::convert;
@@ -128,8 +129,16 @@ pub async fn run(
     let aws =
         if uses_aws { Some(aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await) } else { None };
     let dead_letters = aws.as_ref().and_then(|aws| DeadLetterTarget::build(&cfg.dead_letters, aws));
-    let writer =
-        tokio::spawn(journal::run(store.clone(), queued, cfg.store.keep_events, metrics, dead_letters, drained));
+    let opensearch = OpenSearchSink::connect(&cfg.opensearch).await?;
+    let writer = tokio::spawn(chain::run(
+        store.clone(),
+        queued,
+        cfg.store.keep_events,
+        metrics,
+        opensearch,
+        dead_letters,
+        drained,
+    ));
 
     let (stop, stopping) = watch::channel(false);
     let stopped = {

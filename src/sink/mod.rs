@@ -1,8 +1,9 @@
-//! Where scored events go. Built: the queue from the scorer to the sinks (`queue`,
-//! bounded by records), the journal in the embedded store (`journal`) and dead letters
-//! to a second Kinesis stream or S3 (`dead_letter`). OpenSearch
-//! bulk indexing and SNS alerts come with issue 7.
+//! Where scored events go: the queue from the scorer to the sinks (`queue`, bounded by
+//! records), the chain that hands each batch to the sinks in order and acknowledges it
+//! once all have it (`chain`: the embedded journal first), OpenSearch (`opensearch`)
+//! and dead letters to a second Kinesis stream or S3 (`dead_letter`). OpenSearch
 
+pub mod chain;
 pub mod dead_letter;
-pub mod journal;
+pub mod opensearch;
 pub mod queue;

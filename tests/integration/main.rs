@@ -6,6 +6,7 @@
 
 mod allocations;
 mod consumer;
+mod opensearch_sink;
 mod servers;
 mod service;
 mod smoke_dynamodb;

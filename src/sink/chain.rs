@@ -1,5 +1,7 @@
-//! The embedded store as a sink: scored events, alerts and dead letters, written in
-//! batches (one transaction for whatever has queued up, so a burst costs one commit),
+//! The sinks, in order, for each batch that has queued up: the embedded store's journal
+//! (scored events, alerts and dead letters; one transaction for whatever has queued
+//! up, so a burst costs one commit), then OpenSearch (what it refuses for good becomes
+//! a dead letter), then the dead-letter target. The journal is
 //! made durable (fsync) at most once per [`SYNC_EVERY`] and at shutdown. A delivery is
 //! acknowledged (and its source may checkpoint) only once it is durable, so a crash
 //! loses only unacknowledged rows, which the source reads again.
@@ -10,8 +12,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::dead_letter::DeadLetterTarget;
+use super::opensearch::sink::OpenSearchSink;
 use super::queue::{Queued, Receiver};
-use crate::event::DeadLetter;
+use crate::event::{DeadLetter, ScoredEvent};
 use crate::service::telemetry::Metrics;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::snapshot::StoreError;
@@ -22,14 +25,16 @@ const MAX_DELIVERIES_PER_COMMIT: usize = 256;
 /// held back longer than a Kinesis poll interval; rarely enough that fsync is not the cost.
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 
-/// Writes `batch` in one transaction and returns its dead letters and acknowledgements
-/// (to be sent once every sink has the batch).
-fn write(
-    store: &EmbeddedStore,
-    batch: Vec<Queued>,
-    keep: u64,
-    durable: bool,
-) -> Result<(Vec<DeadLetter>, Vec<oneshot::Sender<()>>), StoreError> {
+/// A batch as the sinks after the journal get it.
+struct Written {
+    events: Vec<ScoredEvent>,
+    letters: Vec<DeadLetter>,
+    acks: Vec<oneshot::Sender<()>>,
+}
+
+/// Writes `batch` in one transaction and returns it for the other sinks, with the
+/// acknowledgements to send once every sink has it.
+fn write(store: &EmbeddedStore, batch: Vec<Queued>, keep: u64, durable: bool) -> Result<Written, StoreError> {
     let (mut events, mut alerts, mut letters, mut permits, mut acks) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for queued in batch {
@@ -42,7 +47,7 @@ fn write(
     }
     store.append(&events, &alerts, &letters, keep, durable)?;
     drop(permits);
-    Ok((letters, acks))
+    Ok(Written { events, letters, acks })
 }
 
 /// Writes deliveries until `drain` fires, then what is still queued, then returns.
@@ -51,6 +56,7 @@ pub async fn run(
     mut deliveries: Receiver,
     keep: u64,
     metrics: Arc<Metrics>,
+    opensearch: Option<OpenSearchSink>,
     dead_letters: Option<DeadLetterTarget>,
     mut drain: oneshot::Receiver<()>,
 ) {
@@ -89,10 +95,33 @@ pub async fn run(
             }
         }
         let durable = synced_at.elapsed() >= SYNC_EVERY;
-        let store = store.clone();
-        let written = tokio::task::spawn_blocking(move || write(&store, batch, keep, durable)).await;
+        let writing = store.clone();
+        let written = tokio::task::spawn_blocking(move || write(&writing, batch, keep, durable)).await;
         match written {
-            Ok(Ok((letters, acks))) => {
+            Ok(Ok(Written { events, mut letters, acks })) => {
+                if let Some(opensearch) = &opensearch {
+                    let refused = opensearch.send(&events).await;
+                    if !refused.is_empty() {
+                        metrics.error("opensearch", "refused");
+                        let refused: Vec<DeadLetter> = refused
+                            .into_iter()
+                            .map(|(i, reason)| DeadLetter {
+                                origin: "opensearch".into(),
+                                source: events[i].source.clone(),
+                                raw: serde_json::to_vec(&events[i]).unwrap_or_default(),
+                                reason: format!("OpenSearch refused the event {}: {reason}", events[i].id),
+                                at_ms: crate::event::now_ms(),
+                            })
+                            .collect();
+                        let store = store.clone();
+                        let kept = refused.clone();
+                        report(
+                            tokio::task::spawn_blocking(move || store.append(&[], &[], &kept, keep, false)).await,
+                            &metrics,
+                        );
+                        letters.extend(refused);
+                    }
+                }
                 if let Some(target) = &dead_letters {
                     // The letters are in the journal already: a target that stays down
                     // is reported, not a reason to hold the source back.

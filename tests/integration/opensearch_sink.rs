@@ -1,0 +1,139 @@
+//! The OpenSearch sink against the real node: every scored record becomes one document
+//! in its daily index (through the alias), ids make a resend overwrite, the injected
+//! anomalies are the top-scoring documents, and a document OpenSearch refuses (a
+//! mapping conflict) becomes a dead letter with the reason.
+
+use opensearch::http::transport::Transport;
+use opensearch::indices::{IndicesCreateParts, IndicesGetIndexTemplateParts, IndicesRefreshParts};
+use opensearch::{CountParts, OpenSearch, SearchParts};
+use rcfd::service::config::{Config, SimulatorConfig};
+use rcfd::service::{run, Listeners};
+use rcfd::source::grpc::proto::{self, detectors_client::DetectorsClient, scoring_client::ScoringClient};
+use rcfd::source::simulator::Readings;
+use rcfd::store::embedded::EmbeddedStore;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+use crate::servers::{opensearch_url, unique_name};
+
+const DAY: i64 = 1_700_000_000_000; // 2023-11-14
+const CONFLICT_DAY: i64 = 1_577_836_800_000; // 2020-01-01
+
+fn record(entity: &str, t: i64, value: f64, id: &str) -> proto::Record {
+    proto::Record {
+        detector: "sensor".into(),
+        entity: entity.into(),
+        event_time_ms: t,
+        values: [("iotValue".to_owned(), value)].into_iter().collect(),
+        id: id.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scored_record_is_one_document_and_refused_ones_are_dead_letters() {
+    let url = opensearch_url();
+    let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
+    let prefix = unique_name("rcfd-events").to_lowercase();
+    // A day whose index maps the feature as a boolean: its document must be refused.
+    let conflict = format!("{prefix}-2020.01.01");
+    let created = client
+        .indices()
+        .create(IndicesCreateParts::Index(&conflict))
+        .body(json!({"mappings": {"properties": {"values": {"properties": {"iotValue": {"type": "boolean"}}}}}}))
+        .send()
+        .await
+        .expect("create");
+    assert!(created.status_code().is_success(), "{}", created.text().await.unwrap_or_default());
+
+    let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-os")));
+    let text =
+        format!("[store]\npath = '{}'\n[opensearch]\nurl = '{url}'\nindex_prefix = '{prefix}'\n", store.display());
+    let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = grpc.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
+    let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
+    DetectorsClient::new(channel.clone())
+        .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
+        .await
+        .expect("detector");
+    let mut scoring = ScoringClient::new(channel);
+
+    let mut readings = Readings::new(&SimulatorConfig { sensors: 1, wave: false, seed: 5, ..Default::default() });
+    let mut injected = 0;
+    for batch in 0..4 {
+        let records: Vec<proto::Record> = (0..500)
+            .map(|i| {
+                let (_, value, anomaly) = readings.next_tick().remove(0);
+                let n = batch * 500 + i;
+                injected += usize::from(anomaly && n >= 500);
+                record("DemoSensor", DAY + n as i64 * 1_000, value, &format!("demo-{n}"))
+            })
+            .collect();
+        scoring.score(proto::ScoreRequest { records }).await.expect("scored");
+    }
+    // Resent with the same ids: overwritten, not duplicated.
+    let again: Vec<proto::Record> =
+        (0..5).map(|n| record("Resent", DAY + n * 1_000, 15.0, &format!("resent-{n}"))).collect();
+    scoring.score(proto::ScoreRequest { records: again.clone() }).await.expect("scored");
+    let again: Vec<proto::Record> =
+        again.into_iter().map(|r| proto::Record { event_time_ms: r.event_time_ms + 10_000, ..r }).collect();
+    scoring.score(proto::ScoreRequest { records: again }).await.expect("scored");
+    scoring
+        .score(proto::ScoreRequest { records: vec![record("Conflict", CONFLICT_DAY, 15.0, "conflict-0")] })
+        .await
+        .expect("scored");
+    let _ = stop.send(());
+    service.await.expect("task").expect("stops cleanly");
+
+    client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");
+    let count: Value =
+        client.count(CountParts::Index(&[&prefix])).send().await.expect("count").json().await.expect("json");
+    assert_eq!(count["count"], 2_000 + 5, "one document per record, the resent ones overwritten: {count}");
+    let top: Value = client
+        .search(SearchParts::Index(&[&prefix]))
+        .body(
+            json!({"size": injected, "sort": [{"anomaly_score": "desc"}], "query": {"term": {"entity": "DemoSensor"}}}),
+        )
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let hits = top["hits"]["hits"].as_array().expect("hits");
+    assert!(injected > 5 && hits.len() == injected, "{injected} injected");
+    assert!(
+        hits.iter().all(|h| h["_source"]["values"]["iotValue"].as_f64().is_some_and(|v| v >= 100.0)),
+        "the top-scoring documents are the injected anomalies"
+    );
+    assert!(hits.iter().all(|h| h["_index"].as_str().is_some_and(|i| i.ends_with("-2023.11.14"))), "daily index");
+    let template: Value = client
+        .indices()
+        .get_index_template(IndicesGetIndexTemplateParts::Name(&[&prefix]))
+        .send()
+        .await
+        .expect("template")
+        .json()
+        .await
+        .expect("json");
+    let mappings = &template["index_templates"][0]["index_template"]["template"]["mappings"]["properties"];
+    assert_eq!(mappings["anomaly_score"]["type"], "float", "{template}");
+    assert_eq!(mappings["entity"]["type"], "keyword");
+
+    let journal = EmbeddedStore::open(&store).expect("store");
+    let letters = journal.recent_dead_letters(10).expect("letters");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0].reason.contains("conflict-0") && letters[0].reason.contains("mapper_parsing_exception"),
+        "{letters:?}"
+    );
+    let _ = std::fs::remove_file(&store);
+    let _ =
+        client.indices().delete(opensearch::indices::IndicesDeleteParts::Index(&[&format!("{prefix}-*")])).send().await;
+}
