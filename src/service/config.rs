@@ -40,6 +40,8 @@ pub struct Config {
     pub dead_letters: crate::sink::dead_letter::DeadLetterConfig,
     /// Index every scored event in OpenSearch (when `url` is set).
     pub opensearch: crate::sink::opensearch::config::OpenSearchConfig,
+    /// Send alerts to an SNS topic (when `topic_arn` is set).
+    pub sns: crate::sink::sns::SnsConfig,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             kinesis: Vec::new(),
             dead_letters: crate::sink::dead_letter::DeadLetterConfig::default(),
             opensearch: crate::sink::opensearch::config::OpenSearchConfig::default(),
+            sns: crate::sink::sns::SnsConfig::default(),
         }
     }
 }
@@ -307,6 +310,15 @@ impl Config {
             }
         }
         self.opensearch.validate().map_err(|(field, value, allowed)| ConfigError { field, value, allowed })?;
+        if self.sns.cooldown_ms < 0 {
+            return Err(error("sns.cooldown_ms", self.sns.cooldown_ms, "0 or more"));
+        }
+        if self.sns.max_per_minute == 0 {
+            return Err(error("sns.max_per_minute", 0, "at least 1"));
+        }
+        if self.sns.topic_arn.as_deref().is_some_and(|arn| !arn.starts_with("arn:")) {
+            return Err(error("sns.topic_arn", &self.sns.topic_arn, "a topic ARN (arn:aws:sns:region:account:name)"));
+        }
         let letters = &self.dead_letters;
         if letters.kinesis_stream.is_some() && letters.s3_bucket.is_some() {
             return Err(error(

@@ -22,6 +22,7 @@ use super::telemetry::Metrics;
 use crate::detector::registry::Registry;
 use crate::sink::dead_letter::{DeadLetterConfig, DeadLetterTarget};
 use crate::sink::opensearch::sink::OpenSearchSink;
+use crate::sink::sns::SnsSink;
 use crate::sink::{chain, queue};
 use crate::source::grpc::api::{DetectorsApi, ModelsApi, ScoringApi};
 use crate::source::grpc::auth::BearerToken;
@@ -125,20 +126,16 @@ pub async fn run(
     let (deliveries, queued) = queue::queue(queue::DEFAULT_CAPACITY);
     let scorer = Arc::new(Scorer::new(registry, metrics.clone(), deliveries));
     let (drain, drained) = oneshot::channel();
-    let uses_aws = !cfg.kinesis.is_empty() || cfg.dead_letters != DeadLetterConfig::default();
+    let uses_aws =
+        !cfg.kinesis.is_empty() || cfg.dead_letters != DeadLetterConfig::default() || cfg.sns.topic_arn.is_some();
     let aws =
         if uses_aws { Some(aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await) } else { None };
     let dead_letters = aws.as_ref().and_then(|aws| DeadLetterTarget::build(&cfg.dead_letters, aws));
     let opensearch = OpenSearchSink::connect(&cfg.opensearch).await?;
-    let writer = tokio::spawn(chain::run(
-        store.clone(),
-        queued,
-        cfg.store.keep_events,
-        metrics,
-        opensearch,
-        dead_letters,
-        drained,
-    ));
+    let sns = aws.as_ref().and_then(|aws| SnsSink::new(&cfg.sns, aws, store.clone(), metrics.clone()));
+    let sinks =
+        chain::Sinks { store: store.clone(), keep: cfg.store.keep_events, opensearch, sns, dead_letters, metrics };
+    let writer = tokio::spawn(chain::run(sinks, queued, drained));
 
     let (stop, stopping) = watch::channel(false);
     let stopped = {

@@ -48,6 +48,8 @@ pub struct Metrics {
     /// Seconds to score and learn one record.
     pub score_seconds: Histogram,
     pub millis_behind_latest: Family<ShardLabels, Gauge>,
+    /// Seconds from an alert's event time to SNS acknowledging it.
+    pub notification_delay_seconds: Histogram,
     pub shards_owned: Family<SourceLabels, Gauge>,
 }
 
@@ -68,6 +70,8 @@ impl Default for Metrics {
             // 1 µs to about 0.5 s.
             score_seconds: Histogram::new(exponential_buckets(1e-6, 2.0, 20)),
             millis_behind_latest: Family::default(),
+            // 10 ms to about 3 hours.
+            notification_delay_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 20)),
             shards_owned: Family::default(),
             registry: Registry::default(),
         };

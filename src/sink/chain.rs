@@ -1,7 +1,7 @@
 //! The sinks, in order, for each batch that has queued up: the embedded store's journal
 //! (scored events, alerts and dead letters; one transaction for whatever has queued
 //! up, so a burst costs one commit), then OpenSearch (what it refuses for good becomes
-//! a dead letter), then the dead-letter target. The journal is
+//! a dead letter), then SNS alerts, then the dead-letter target. The journal is
 //! made durable (fsync) at most once per [`SYNC_EVERY`] and at shutdown. A delivery is
 //! acknowledged (and its source may checkpoint) only once it is durable, so a crash
 //! loses only unacknowledged rows, which the source reads again.
@@ -14,7 +14,8 @@ use tokio::sync::oneshot;
 use super::dead_letter::DeadLetterTarget;
 use super::opensearch::sink::OpenSearchSink;
 use super::queue::{Queued, Receiver};
-use crate::event::{DeadLetter, ScoredEvent};
+use super::sns::SnsSink;
+use crate::event::{Alert, DeadLetter, ScoredEvent};
 use crate::service::telemetry::Metrics;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::snapshot::StoreError;
@@ -28,6 +29,7 @@ pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 /// A batch as the sinks after the journal get it.
 struct Written {
     events: Vec<ScoredEvent>,
+    alerts: Vec<Alert>,
     letters: Vec<DeadLetter>,
     acks: Vec<oneshot::Sender<()>>,
 }
@@ -47,19 +49,24 @@ fn write(store: &EmbeddedStore, batch: Vec<Queued>, keep: u64, durable: bool) ->
     }
     store.append(&events, &alerts, &letters, keep, durable)?;
     drop(permits);
-    Ok(Written { events, letters, acks })
+    Ok(Written { events, alerts, letters, acks })
 }
 
-/// Writes deliveries until `drain` fires, then what is still queued, then returns.
-pub async fn run(
-    store: Arc<EmbeddedStore>,
-    mut deliveries: Receiver,
-    keep: u64,
-    metrics: Arc<Metrics>,
-    opensearch: Option<OpenSearchSink>,
-    dead_letters: Option<DeadLetterTarget>,
-    mut drain: oneshot::Receiver<()>,
-) {
+/// The sinks a batch goes through, in this order.
+pub struct Sinks {
+    pub store: Arc<EmbeddedStore>,
+    /// Journal rows kept (each of events, alerts, dead letters).
+    pub keep: u64,
+    pub opensearch: Option<OpenSearchSink>,
+    pub sns: Option<SnsSink>,
+    pub dead_letters: Option<DeadLetterTarget>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Hands deliveries to the sinks until `drain` fires, then what is still queued, then
+/// returns.
+pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Receiver<()>) {
+    let Sinks { store, keep, opensearch, mut sns, dead_letters, metrics } = sinks;
     let mut draining = false;
     let mut synced_at = tokio::time::Instant::now();
     let mut unsynced = false;
@@ -98,7 +105,7 @@ pub async fn run(
         let writing = store.clone();
         let written = tokio::task::spawn_blocking(move || write(&writing, batch, keep, durable)).await;
         match written {
-            Ok(Ok(Written { events, mut letters, acks })) => {
+            Ok(Ok(Written { events, alerts, mut letters, acks })) => {
                 if let Some(opensearch) = &opensearch {
                     let refused = opensearch.send(&events).await;
                     if !refused.is_empty() {
@@ -121,6 +128,9 @@ pub async fn run(
                         );
                         letters.extend(refused);
                     }
+                }
+                if let Some(sns) = sns.as_mut() {
+                    sns.send(&alerts).await;
                 }
                 if let Some(target) = &dead_letters {
                     // The letters are in the journal already: a target that stays down

@@ -1,9 +1,11 @@
 //! Where scored events go: the queue from the scorer to the sinks (`queue`, bounded by
 //! records), the chain that hands each batch to the sinks in order and acknowledges it
 //! once all have it (`chain`: the embedded journal first), OpenSearch (`opensearch`)
-//! and dead letters to a second Kinesis stream or S3 (`dead_letter`). OpenSearch
+//! alerts to SNS (`sns`) and dead letters to a second Kinesis stream or S3
+//! (`dead_letter`). OpenSearch
 
 pub mod chain;
 pub mod dead_letter;
 pub mod opensearch;
 pub mod queue;
+pub mod sns;

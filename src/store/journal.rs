@@ -12,6 +12,8 @@ use crate::event::{Alert, DeadLetter, ScoredEvent};
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("scored_events");
 const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// Alerts waiting for SNS to come back.
+const ALERT_SPOOL: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_spool");
 /// Detector name -> its TOML.
 const DETECTORS: TableDefinition<&str, &str> = TableDefinition::new("detectors");
 
@@ -20,6 +22,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ALERTS).map_err(backend)?;
     txn.open_table(DEAD_LETTERS).map_err(backend)?;
     txn.open_table(DETECTORS).map_err(backend)?;
+    txn.open_table(ALERT_SPOOL).map_err(backend)?;
     Ok(())
 }
 
@@ -126,6 +129,39 @@ impl EmbeddedStore {
         let txn = self.db.begin_read().map_err(backend)?;
         let count = |t| -> Result<u64, StoreError> { txn.open_table(t).map_err(backend)?.len().map_err(backend) };
         Ok(JournalCounts { events: count(EVENTS)?, alerts: count(ALERTS)?, dead_letters: count(DEAD_LETTERS)? })
+    }
+
+    /// Keeps alerts that could not be published (durably: they must survive a restart).
+    pub fn spool_alerts(&self, alerts: &[Alert]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        append(&txn, ALERT_SPOOL, alerts, u64::MAX)?;
+        txn.commit().map_err(backend)
+    }
+
+    /// The oldest spooled alerts with their keys.
+    pub fn spooled_alerts(&self, limit: usize) -> Result<Vec<(u64, Alert)>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(ALERT_SPOOL).map_err(backend)?;
+        let mut rows = Vec::new();
+        for entry in table.iter().map_err(backend)?.take(limit) {
+            let (key, bytes) = entry.map_err(backend)?;
+            let alert = serde_json::from_slice(bytes.value())
+                .map_err(|e| StoreError::Backend(format!("unreadable spooled alert: {e}")))?;
+            rows.push((key.value(), alert));
+        }
+        Ok(rows)
+    }
+
+    /// Forgets spooled alerts once published.
+    pub fn unspool_alerts(&self, keys: &[u64]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let mut table = txn.open_table(ALERT_SPOOL).map_err(backend)?;
+            for key in keys {
+                table.remove(key).map_err(backend)?;
+            }
+        }
+        txn.commit().map_err(backend)
     }
 
     /// Keeps a detector created or updated through the API.

@@ -6,6 +6,7 @@
 
 mod allocations;
 mod consumer;
+mod end_to_end;
 mod opensearch_sink;
 mod servers;
 mod service;
@@ -13,3 +14,4 @@ mod smoke_dynamodb;
 mod smoke_kinesis;
 mod smoke_opensearch;
 mod smoke_sns;
+mod sns_alerts;

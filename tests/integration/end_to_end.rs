@@ -1,0 +1,199 @@
+//! The reference scenario end to end: a producer writes it to a 2-shard Kinesis stream
+//! (kinesis-mock); rcfd consumes it with leases in DynamoDB (moto), indexes every scored
+//! event in the real OpenSearch and alerts through SNS (moto) to a subscribed SQS queue.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_sdk_sqs::types::QueueAttributeName;
+use opensearch::http::transport::Transport;
+use opensearch::indices::IndicesRefreshParts;
+use opensearch::{CountParts, OpenSearch, SearchParts};
+use rcfd::service::config::{Config, SimulatorConfig};
+use rcfd::service::{run, Listeners};
+use rcfd::source::simulator::Readings;
+use rcfd::store::embedded::EmbeddedStore;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::servers::{aws_config, opensearch_url, poll_until, unique_name};
+
+const SENSORS: usize = 4;
+const TICKS: usize = 500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_to_opensearch_and_sns() {
+    let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
+    for endpoint in ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_SQS"] {
+        aws_config(endpoint).await;
+    }
+    let url = opensearch_url();
+    let (kinesis, dynamodb) = (aws_sdk_kinesis::Client::new(&aws), aws_sdk_dynamodb::Client::new(&aws));
+    let (sns, sqs) = (aws_sdk_sns::Client::new(&aws), aws_sdk_sqs::Client::new(&aws));
+    let (stream, table, prefix) =
+        (unique_name("rcfd-e2e"), unique_name("rcfd-leases"), unique_name("rcfd-e2e").to_lowercase());
+
+    let topic =
+        sns.create_topic().name(unique_name("rcfd-alerts")).send().await.expect("CreateTopic").topic_arn.expect("arn");
+    let queue = sqs
+        .create_queue()
+        .queue_name(unique_name("rcfd-alerts"))
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url
+        .expect("url");
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("queue arn");
+    sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(&queue_arn).send().await.expect("Subscribe");
+
+    kinesis.create_stream().stream_name(&stream).shard_count(2).send().await.expect("CreateStream");
+    poll_until("the stream to be active", Duration::from_secs(30), || async {
+        let d = kinesis.describe_stream_summary().stream_name(&stream).send().await.ok()?;
+        (d.stream_description_summary?.stream_status == aws_sdk_kinesis::types::StreamStatus::Active).then_some(())
+    })
+    .await;
+    let mut readings =
+        Readings::new(&SimulatorConfig { sensors: SENSORS, wave: false, seed: 23, ..Default::default() });
+    let mut injected: HashMap<String, bool> = HashMap::new();
+    let mut entries = Vec::new();
+    for tick in 0..TICKS {
+        for (entity, value, anomaly) in readings.next_tick() {
+            let t = 1_700_000_000_000 + tick as i64 * 1_000;
+            injected.insert(format!("{entity}@{t}"), anomaly);
+            let body = format!(r#"{{"iotName": "{entity}", "iotValue": {value}, "ts": {t}}}"#);
+            entries.push(
+                PutRecordsRequestEntry::builder().partition_key(&entity).data(Blob::new(body)).build().expect("entry"),
+            );
+        }
+    }
+    let mut last: HashMap<String, String> = HashMap::new();
+    for chunk in entries.chunks(500) {
+        let put = kinesis
+            .put_records()
+            .stream_name(&stream)
+            .set_records(Some(chunk.to_vec()))
+            .send()
+            .await
+            .expect("PutRecords");
+        for r in put.records {
+            let (Some(shard), Some(seq)) = (r.shard_id, r.sequence_number) else { panic!("no position") };
+            if last.get(&shard).is_none_or(|s| (seq.len(), &seq) > (s.len(), s)) {
+                last.insert(shard, seq);
+            }
+        }
+    }
+
+    let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-e2e")));
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let text = format!(
+        "[store]\npath = '{}'\n[models]\ndetectors = ['{models}']\n[opensearch]\nurl = '{url}'\nindex_prefix = '{prefix}'\n\
+         [sns]\ntopic_arn = '{topic}'\ncooldown_ms = 0\nmax_per_minute = 10000\n\
+         [[kinesis]]\nstream = '{stream}'\ndetector = 'iot-sensor'\nlease_table = '{table}'\n[kinesis.decoder]\nformat = 'json'\nevent_time = 'ts'\n",
+        store.display()
+    );
+    let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
+        let _ = stopped.await;
+    }));
+    poll_until("checkpoints at the end of each shard", Duration::from_secs(90), || async {
+        let items = dynamodb.scan().table_name(&table).consistent_read(true).send().await.ok()?.items?;
+        let at: HashMap<String, String> = items
+            .iter()
+            .filter_map(|i| match (i.get("leaseKey"), i.get("checkpoint")) {
+                (Some(AttributeValue::S(k)), Some(AttributeValue::S(c))) => Some((k.clone(), c.clone())),
+                _ => None,
+            })
+            .collect();
+        (at == last).then_some(())
+    })
+    .await;
+    let _ = stop.send(());
+    service.await.expect("task").expect("stops cleanly");
+
+    // Every record is one document.
+    let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
+    client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");
+    let count: Value =
+        client.count(CountParts::Index(&[&prefix])).send().await.expect("count").json().await.expect("json");
+    assert_eq!(count["count"], SENSORS * TICKS, "one document per record (unique ids): {count}");
+    // The top-scoring documents, once the models have warmed up, are the injected anomalies.
+    let anomalies = {
+        let journal = EmbeddedStore::open(&store).expect("store");
+        let events = journal.recent_events(SENSORS * TICKS).expect("events");
+        events.iter().filter(|e| !e.learning && injected[&format!("{}@{}", e.entity, e.event_ms)]).count()
+    };
+    let top: Value = client
+        .search(SearchParts::Index(&[&prefix]))
+        .body(json!({"size": anomalies, "sort": [{"anomaly_score": "desc"}], "query": {"term": {"learning": false}}}))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let hits = top["hits"]["hits"].as_array().expect("hits");
+    assert!(anomalies > 5 && hits.len() == anomalies);
+    for hit in hits {
+        let source = &hit["_source"];
+        let key = format!("{}@{}", source["entity"].as_str().unwrap_or(""), source["@timestamp"]);
+        assert!(injected.get(&key).copied().unwrap_or(false), "{key} ranks among the top but was not injected");
+    }
+
+    // One alert per anomaly region, with the attributes subscribers filter on.
+    let journal = EmbeddedStore::open(&store).expect("store");
+    let expected_alerts = journal.journal_counts().expect("counts").alerts as usize;
+    drop(journal);
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    poll_until("every alert on the queue", Duration::from_secs(30), || {
+        let (sqs, queue, got) = (sqs.clone(), queue.clone(), received.clone());
+        async move {
+            let batch = sqs.receive_message().queue_url(&queue).max_number_of_messages(10).send().await.ok()?;
+            for message in batch.messages.unwrap_or_default() {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&queue)
+                    .set_receipt_handle(message.receipt_handle.clone())
+                    .send()
+                    .await;
+                got.lock().ok()?.push(message.body.unwrap_or_default());
+            }
+            let count = got.lock().ok()?.len();
+            (count >= expected_alerts).then_some(())
+        }
+    })
+    .await;
+    let alerts = received.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(expected_alerts > 5, "{expected_alerts} alerts");
+    assert_eq!(alerts.len(), expected_alerts, "one message per alert");
+    let mut regions = HashSet::new();
+    for body in &alerts {
+        let envelope: Value = serde_json::from_str(body).expect("SNS envelope");
+        let attributes = &envelope["MessageAttributes"];
+        assert_eq!(attributes["detector"]["Value"], "iot-sensor");
+        assert!(
+            ["low", "medium", "high"].contains(&attributes["severity"]["Value"].as_str().unwrap_or("")),
+            "{envelope}"
+        );
+        let message: Value = serde_json::from_str(envelope["Message"].as_str().expect("message")).expect("JSON body");
+        assert_eq!(attributes["entity"]["Value"], message["event"]["entity"]);
+        assert!(message["summary"].as_str().is_some_and(|s| s.contains("anomaly on iot-sensor/")), "{message}");
+        assert_eq!(message["event"]["starts_region"], true);
+        regions.insert(message["event"]["id"].to_string());
+    }
+    assert_eq!(regions.len(), alerts.len(), "no alert twice");
+    let _ = std::fs::remove_file(&store);
+}

@@ -1,0 +1,122 @@
+//! SNS alerts survive an outage: while the topic cannot be published to, alerts wait in
+//! the embedded store; once it answers, they go out (oldest first) with the new ones.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use rcfd::service::config::Config;
+use rcfd::service::{run, Listeners};
+use rcfd::source::grpc::proto::{self, detectors_client::DetectorsClient, scoring_client::ScoringClient};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+use crate::servers::{aws_config, poll_until, unique_name};
+
+/// 300 ordinary readings of `entity`, then a spike: one anomaly region, one alert.
+fn readings_with_a_spike(entity: &str, start: i64) -> Vec<proto::Record> {
+    (0..301)
+        .map(|i| proto::Record {
+            detector: "sensor".into(),
+            entity: entity.into(),
+            event_time_ms: start + i * 1_000,
+            values: [("iotValue".to_owned(), if i == 300 { 500.0 } else { 10.0 + (i % 7) as f64 })]
+                .into_iter()
+                .collect(),
+            id: String::new(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_wait_in_the_store_while_sns_is_down_and_none_is_lost() {
+    let aws = aws_config("AWS_ENDPOINT_URL_SNS").await;
+    aws_config("AWS_ENDPOINT_URL_SQS").await;
+    let (sns, sqs) = (aws_sdk_sns::Client::new(&aws), aws_sdk_sqs::Client::new(&aws));
+    let name = unique_name("rcfd-outage");
+    // The topic does not exist yet: publishing fails as if SNS were down.
+    let region = aws.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+    let topic = format!("arn:aws:sns:{region}:123456789012:{name}");
+    let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-outage")));
+    let text = format!("[store]\npath = '{}'\n[sns]\ntopic_arn = '{topic}'\ncooldown_ms = 0\n", store.display());
+    let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = grpc.local_addr().expect("address");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http_address = http.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(run(config, Listeners { grpc, http: Some(http) }, async move {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
+    DetectorsClient::new(channel.clone())
+        .create_detector(proto::CreateDetectorRequest {
+            config_toml: "name = \"sensor\"\nentity_key = [\"id\"]\nfeatures = [\"iotValue\"]\n".into(),
+        })
+        .await
+        .expect("detector");
+    let mut scoring = ScoringClient::new(channel);
+    for entity in ["pump-1", "pump-2"] {
+        scoring
+            .score(proto::ScoreRequest { records: readings_with_a_spike(entity, 1_700_000_000_000) })
+            .await
+            .expect("scored");
+    }
+
+    // Both alerts are in the spool before SNS comes back (a topic without its queue
+    // subscribed yet would swallow them).
+    poll_until("two alerts spooled", Duration::from_secs(30), || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(http_address).await.ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.ok()?;
+        let spooled = text
+            .lines()
+            .find(|l| l.starts_with("rcfd_errors_total{stage=\"sns\",error_type=\"spooled\"}"))
+            .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())?;
+        (spooled >= 2.0).then_some(())
+    })
+    .await;
+    // SNS comes back: the topic exists and a queue listens.
+    let created = sns.create_topic().name(&name).send().await.expect("CreateTopic").topic_arn.expect("arn");
+    assert_eq!(created, topic, "moto's ARN scheme");
+    let queue = sqs.create_queue().queue_name(&name).send().await.expect("CreateQueue").queue_url.expect("url");
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("queue arn");
+    sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(&queue_arn).send().await.expect("Subscribe");
+    scoring
+        .score(proto::ScoreRequest { records: readings_with_a_spike("pump-3", 1_700_000_000_000) })
+        .await
+        .expect("scored");
+
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    poll_until("the spooled alerts and the new one", Duration::from_secs(30), || {
+        let (sqs, queue, got) = (sqs.clone(), queue.clone(), received.clone());
+        async move {
+            let batch = sqs.receive_message().queue_url(&queue).max_number_of_messages(10).send().await.ok()?;
+            for message in batch.messages.unwrap_or_default() {
+                let envelope: serde_json::Value = serde_json::from_str(message.body.as_deref().unwrap_or("")).ok()?;
+                got.lock()
+                    .ok()?
+                    .push(envelope["MessageAttributes"]["entity"]["Value"].as_str().unwrap_or("").to_owned());
+            }
+            let count = got.lock().ok()?.len();
+            (count >= 3).then_some(())
+        }
+    })
+    .await;
+    let mut entities = received.lock().map(|e| e.clone()).unwrap_or_default();
+    entities.sort();
+    assert_eq!(entities, vec!["pump-1", "pump-2", "pump-3"], "no alert lost in the outage, none twice");
+    let _ = stop.send(());
+    service.await.expect("task").expect("stops cleanly");
+    let _ = std::fs::remove_file(&store);
+}
