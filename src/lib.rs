@@ -31,9 +31,9 @@
 //! - [`forest`]: the random cut forest itself. Pure and synchronous: internal shingling,
 //!   a shared point store, time-decayed reservoir sampling per tree, score, attribution,
 //!   imputation of missing values, snapshots. No async, no I/O, no allocation per point.
-//! - [`sink`]: where scored events go. Built: the journal in the embedded store; to
-//!   come: OpenSearch bulk indexing and SNS alerts, each acknowledging what it
-//!   delivered so the source can checkpoint.
+//! - [`sink`]: where scored events go, in a chain per batch: the journal in the embedded
+//!   store, OpenSearch bulk indexing, SNS alerts, the dead-letter target; the batch is
+//!   acknowledged (and its Kinesis records checkpointed) once all have it.
 //! - [`store`]: what outlives a process, in one embedded redb file: model snapshots
 //!   (with the source position they include), the journal of events, alerts and dead
 //!   letters, and detectors created through the API.

@@ -47,8 +47,10 @@ async fn every_scored_record_is_one_document_and_refused_ones_are_dead_letters()
     assert!(created.status_code().is_success(), "{}", created.text().await.unwrap_or_default());
 
     let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-os")));
-    let text =
-        format!("[store]\npath = '{}'\n[opensearch]\nurl = '{url}'\nindex_prefix = '{prefix}'\n", store.display());
+    let text = format!(
+        "[store]\npath = '{}'\n[opensearch]\nurl = '{url}'\nindex_prefix = '{prefix}'\nmax_bulk_bytes = 20000\n",
+        store.display()
+    );
     let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = grpc.local_addr().expect("address");

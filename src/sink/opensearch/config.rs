@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_INDEX_PREFIX: &str = "rcfd-events";
 /// As Kinesis Data Firehose: items refused with 429 or 5xx are retried for this long.
 pub const DEFAULT_RETRY_BUDGET_SECONDS: u64 = 300;
+pub const DEFAULT_MAX_BULK_BYTES: usize = 5 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,6 +21,16 @@ pub struct OpenSearchConfig {
     /// How long (seconds) items refused with 429 or 5xx are retried before they become
     /// dead letters.
     pub retry_budget_seconds: u64,
+    /// Largest `_bulk` request body in bytes; a bigger batch is split.
+    pub max_bulk_bytes: usize,
+    /// A PEM file with the CA that signed the node's certificate (instead of the
+    /// system's trusted CAs).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Sign requests with AWS SigV4 (Amazon OpenSearch Service), credentials and region
+    /// from the standard AWS chain.
+    pub aws_sigv4: bool,
+    /// The SigV4 service name: `es` for OpenSearch Service domains, `aoss` for Serverless.
+    pub aws_service: String,
 }
 
 impl Default for OpenSearchConfig {
@@ -30,6 +41,10 @@ impl Default for OpenSearchConfig {
             username: None,
             password: None,
             retry_budget_seconds: DEFAULT_RETRY_BUDGET_SECONDS,
+            max_bulk_bytes: DEFAULT_MAX_BULK_BYTES,
+            ca_file: None,
+            aws_sigv4: false,
+            aws_service: "es".into(),
         }
     }
 }
@@ -54,6 +69,19 @@ impl OpenSearchConfig {
                 format!("{:?}", self.index_prefix),
                 "lower-case letters, digits, - and _ (not first), at most 100",
             );
+        }
+        if self.max_bulk_bytes < 1024 {
+            return fail("max_bulk_bytes", self.max_bulk_bytes.to_string(), "at least 1024");
+        }
+        if self.aws_sigv4 && self.username.is_some() {
+            return fail(
+                "aws_sigv4",
+                "true".into(),
+                "false when opensearch.username is set (one kind of authentication)",
+            );
+        }
+        if !matches!(self.aws_service.as_str(), "es" | "aoss") {
+            return fail("aws_service", format!("{:?}", self.aws_service), "\"es\" or \"aoss\"");
         }
         if self.username.is_some() != self.password.is_some() {
             return fail("password", "(hidden)".into(), "set together with opensearch.username");

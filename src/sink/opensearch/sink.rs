@@ -31,17 +31,32 @@ pub struct OpenSearchSink {
     client: OpenSearch,
     prefix: String,
     budget: Duration,
+    max_bulk_bytes: usize,
 }
 
 impl OpenSearchSink {
     /// Connects and installs the index template (idempotent: a restart replaces it).
-    pub async fn connect(config: &OpenSearchConfig) -> Result<Option<Self>, OpenSearchError> {
+    pub async fn connect(
+        config: &OpenSearchConfig,
+        aws: Option<&aws_config::SdkConfig>,
+    ) -> Result<Option<Self>, OpenSearchError> {
         let Some(url) = &config.url else { return Ok(None) };
         let bad_url = |reason: String| OpenSearchError::Url { url: url.clone(), reason };
         let parsed = opensearch::http::Url::parse(url).map_err(|e| bad_url(e.to_string()))?;
         let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(parsed));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             transport = transport.auth(Credentials::Basic(user.clone(), password.clone()));
+        }
+        if config.aws_sigv4 {
+            let aws = aws.ok_or_else(|| bad_url("aws_sigv4 needs the AWS configuration".into()))?;
+            let credentials = Credentials::try_from(aws).map_err(|e| bad_url(format!("aws_sigv4: {e}")))?;
+            transport = transport.auth(credentials).service_name(&config.aws_service);
+        }
+        if let Some(ca_file) = &config.ca_file {
+            let pem = std::fs::read(ca_file).map_err(|e| bad_url(format!("ca_file {}: {e}", ca_file.display())))?;
+            let ca = opensearch::cert::Certificate::from_pem(&pem)
+                .map_err(|e| bad_url(format!("ca_file {}: {e}", ca_file.display())))?;
+            transport = transport.cert_validation(opensearch::cert::CertificateValidation::Full(ca));
         }
         let client = OpenSearch::new(transport.build().map_err(|e| bad_url(e.to_string()))?);
         let name = config.index_prefix.clone();
@@ -60,11 +75,31 @@ impl OpenSearchSink {
             client,
             prefix: config.index_prefix.clone(),
             budget: Duration::from_secs(config.retry_budget_seconds),
+            max_bulk_bytes: config.max_bulk_bytes,
         }))
     }
 
-    /// Indexes `events`; returns those OpenSearch refused for good, with the reason.
+    /// Indexes `events` in `_bulk` requests of at most `max_bulk_bytes`; returns those
+    /// OpenSearch refused for good (by position in `events`), with the reason.
     pub async fn send(&self, events: &[ScoredEvent]) -> Vec<(usize, String)> {
+        let mut refused = Vec::new();
+        let mut start = 0;
+        while start < events.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            // About the document plus its action line; at least one event per request.
+            while end < events.len() && (end == start || bytes < self.max_bulk_bytes) {
+                bytes += serde_json::to_vec(&events[end]).map_or(0, |v| v.len()) + 100;
+                end += 1;
+            }
+            let chunk = self.send_chunk(&events[start..end]).await;
+            refused.extend(chunk.into_iter().map(|(i, reason)| (start + i, reason)));
+            start = end;
+        }
+        refused
+    }
+
+    async fn send_chunk(&self, events: &[ScoredEvent]) -> Vec<(usize, String)> {
         let mut pending: Vec<usize> = (0..events.len()).collect();
         let mut refused = Vec::new();
         let started = Instant::now();
