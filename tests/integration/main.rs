@@ -7,6 +7,7 @@
 mod allocations;
 mod consumer;
 mod end_to_end;
+mod opensearch_outage;
 mod opensearch_sink;
 mod servers;
 mod service;

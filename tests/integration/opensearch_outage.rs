@@ -1,0 +1,194 @@
+//! OpenSearch goes away mid-stream and comes back: no record is lost, none is indexed
+//! twice, and the Kinesis checkpoints never pass records OpenSearch does not have. The
+//! outage is made by a TCP relay in front of the real node that the test switches off
+//! (refusing and cutting connections) and on again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use opensearch::http::transport::Transport;
+use opensearch::indices::IndicesRefreshParts;
+use opensearch::{CountParts, OpenSearch};
+use rcfd::service::config::Config;
+use rcfd::service::{run, Listeners};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::servers::{aws_config, opensearch_url, poll_until, unique_name};
+
+/// A relay to `target` that can be switched off (connections refused and cut).
+struct Relay {
+    address: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let up = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (flag, open) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let target = target.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                if let Ok(mut open) = open.lock() {
+                    open.push(relay);
+                }
+            }
+        });
+        Relay { address, up, connections }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Ok(mut open) = self.connections.lock() {
+            open.drain(..).for_each(|c| c.abort());
+        }
+    }
+
+    fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn put(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    range: std::ops::Range<i64>,
+    last: &mut HashMap<String, String>,
+) {
+    let entries: Vec<PutRecordsRequestEntry> = range
+        .map(|i| {
+            let body = format!(
+                r#"{{"iotName": "sensor-{}", "iotValue": {}, "ts": {}}}"#,
+                i % 8,
+                10 + i % 7,
+                1_700_000_000_000 + i * 1_000
+            );
+            PutRecordsRequestEntry::builder()
+                .partition_key(format!("sensor-{}", i % 8))
+                .data(Blob::new(body))
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    for chunk in entries.chunks(500) {
+        let put = kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(chunk.to_vec()))
+            .send()
+            .await
+            .expect("PutRecords");
+        for r in put.records {
+            let (Some(shard), Some(seq)) = (r.shard_id, r.sequence_number) else { panic!("no position") };
+            if last.get(&shard).is_none_or(|s| (seq.len(), &seq) > (s.len(), s)) {
+                last.insert(shard, seq);
+            }
+        }
+    }
+}
+
+async fn checkpoints(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> HashMap<String, String> {
+    let items = dynamodb
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+        .ok()
+        .and_then(|s| s.items)
+        .unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|i| match (i.get("leaseKey"), i.get("checkpoint")) {
+            (Some(AttributeValue::S(k)), Some(AttributeValue::S(c))) => Some((k.clone(), c.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opensearch_outage_loses_nothing_and_holds_the_checkpoints_back() {
+    let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
+    aws_config("AWS_ENDPOINT_URL_DYNAMODB").await;
+    let url = opensearch_url();
+    let target = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let relay = Relay::start(target).await;
+    let (kinesis, dynamodb) = (aws_sdk_kinesis::Client::new(&aws), aws_sdk_dynamodb::Client::new(&aws));
+    let (stream, table, prefix) =
+        (unique_name("rcfd-outage"), unique_name("rcfd-leases"), unique_name("rcfd-outage").to_lowercase());
+    kinesis.create_stream().stream_name(&stream).shard_count(2).send().await.expect("CreateStream");
+    poll_until("the stream to be active", Duration::from_secs(30), || async {
+        let d = kinesis.describe_stream_summary().stream_name(&stream).send().await.ok()?;
+        (d.stream_description_summary?.stream_status == aws_sdk_kinesis::types::StreamStatus::Active).then_some(())
+    })
+    .await;
+
+    let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-outage")));
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let text = format!(
+        "[store]\npath = '{}'\n[models]\ndetectors = ['{models}']\n[opensearch]\nurl = 'http://{}'\nindex_prefix = '{prefix}'\n\
+         [[kinesis]]\nstream = '{stream}'\ndetector = 'iot-sensor'\nlease_table = '{table}'\n[kinesis.decoder]\nformat = 'json'\nevent_time = 'ts'\n",
+        store.display(),
+        relay.address
+    );
+    let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
+        let _ = stopped.await;
+    }));
+    let mut last = HashMap::new();
+    put(&kinesis, &stream, 0..400, &mut last).await;
+    poll_until("the first records checkpointed", Duration::from_secs(60), || async {
+        (checkpoints(&dynamodb, &table).await == last).then_some(())
+    })
+    .await;
+
+    // OpenSearch goes away; records keep coming.
+    relay.down();
+    let before_outage = checkpoints(&dynamodb, &table).await;
+    let mut during = last.clone();
+    put(&kinesis, &stream, 400..800, &mut during).await;
+    // Long enough for several GetRecords and bulk retries.
+    let outage_ends = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < outage_ends {
+        assert_eq!(
+            checkpoints(&dynamodb, &table).await,
+            before_outage,
+            "a checkpoint passed records OpenSearch does not have"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    relay.up();
+    poll_until("the records of the outage checkpointed", Duration::from_secs(60), || async {
+        (checkpoints(&dynamodb, &table).await == during).then_some(())
+    })
+    .await;
+    let _ = stop.send(());
+    service.await.expect("task").expect("stops cleanly");
+
+    let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
+    client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");
+    let count: Value =
+        client.count(CountParts::Index(&[&prefix])).send().await.expect("count").json().await.expect("json");
+    assert_eq!(count["count"], 800, "every record indexed once: {count}");
+    let _ = std::fs::remove_file(&store);
+}
