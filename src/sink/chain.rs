@@ -73,8 +73,16 @@ pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Rec
     // Acknowledged only once durable: a source checkpoints on the ack, and a crash must
     // not lose journal rows whose records the source will not read again.
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    // Spooled alerts also go out when no new batch comes to carry them.
+    let mut spool_check = tokio::time::interval(sns.as_ref().map_or(Duration::from_secs(3600), SnsSink::spool_retry));
     loop {
         let next = tokio::select! {
+            _ = spool_check.tick(), if sns.is_some() => {
+                if let Some(sns) = sns.as_mut() {
+                    sns.send(&[]).await;
+                }
+                continue;
+            }
             next = deliveries.recv() => next,
             _ = &mut drain, if !draining => {
                 // Refuse new deliveries; the queued ones are still received below.

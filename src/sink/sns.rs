@@ -34,11 +34,13 @@ pub struct SnsConfig {
     pub cooldown_ms: i64,
     /// At most this many alerts per minute in all; more are counted and dropped.
     pub max_per_minute: usize,
+    /// How often (ms) alerts waiting for SNS are tried when no new batch carries them.
+    pub spool_retry_ms: u64,
 }
 
 impl Default for SnsConfig {
     fn default() -> Self {
-        SnsConfig { topic_arn: None, cooldown_ms: 60_000, max_per_minute: 120 }
+        SnsConfig { topic_arn: None, cooldown_ms: 60_000, max_per_minute: 120, spool_retry_ms: 5_000 }
     }
 }
 
@@ -67,6 +69,11 @@ fn attribute(value: &str) -> Option<MessageAttributeValue> {
 }
 
 impl SnsSink {
+    /// How often spooled alerts are tried when no batch comes.
+    pub fn spool_retry(&self) -> Duration {
+        Duration::from_millis(self.config.spool_retry_ms.max(100))
+    }
+
     pub fn new(
         config: &SnsConfig,
         aws: &aws_config::SdkConfig,

@@ -167,15 +167,15 @@ async fn an_opensearch_outage_loses_nothing_and_holds_the_checkpoints_back() {
     let before_outage = checkpoints(&dynamodb, &table).await;
     let mut during = last.clone();
     put(&kinesis, &stream, 400..800, &mut during).await;
-    // Long enough for several GetRecords and bulk retries.
-    let outage_ends = tokio::time::Instant::now() + Duration::from_secs(4);
+    // 30 s, as a node restart takes: many GetRecords and bulk retries.
+    let outage_ends = tokio::time::Instant::now() + Duration::from_secs(30);
     while tokio::time::Instant::now() < outage_ends {
         assert_eq!(
             checkpoints(&dynamodb, &table).await,
             before_outage,
             "a checkpoint passed records OpenSearch does not have"
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     relay.up();
     poll_until("the records of the outage checkpointed", Duration::from_secs(60), || async {

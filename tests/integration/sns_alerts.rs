@@ -37,7 +37,10 @@ async fn alerts_wait_in_the_store_while_sns_is_down_and_none_is_lost() {
     let region = aws.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
     let topic = format!("arn:aws:sns:{region}:123456789012:{name}");
     let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-outage")));
-    let text = format!("[store]\npath = '{}'\n[sns]\ntopic_arn = '{topic}'\ncooldown_ms = 0\n", store.display());
+    let text = format!(
+        "[store]\npath = '{}'\n[sns]\ntopic_arn = '{topic}'\ncooldown_ms = 0\nspool_retry_ms = 600000\n",
+        store.display()
+    );
     let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = grpc.local_addr().expect("address");
