@@ -45,6 +45,7 @@
 //! Records that cannot be decoded or scored go to the dead-letter store with their raw
 //! bytes, position and reason; nothing is dropped silently.
 
+pub mod calendar;
 pub mod cli;
 pub mod decode;
 pub mod detector;

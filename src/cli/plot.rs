@@ -202,7 +202,7 @@ fn seconds_since_epoch(text: &str) -> Option<f64> {
     if parts.next().is_some() {
         return None;
     }
-    let mut seconds = days_from_civil(year, month, day) as f64 * 86_400.0;
+    let mut seconds = crate::calendar::days_from_civil(year, month, day) as f64 * 86_400.0;
     if let Some(time) = time {
         let mut parts = time.split(':');
         let hour: f64 = parts.next()?.parse().ok().filter(|h| (0.0..24.0).contains(h))?;
@@ -219,34 +219,11 @@ fn seconds_since_epoch(text: &str) -> Option<f64> {
     Some(seconds)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The inverse of `days_from_civil`.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
-}
-
 /// `YYYY-MM-DD HH:MM` of seconds since the epoch.
 fn format_datetime(seconds: f64) -> String {
     let total_minutes = (seconds / 60.0).round() as i64;
     let (days, minute_of_day) = (total_minutes.div_euclid(1440), total_minutes.rem_euclid(1440));
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::calendar::civil_from_days(days);
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}", minute_of_day / 60, minute_of_day % 60)
 }
 

@@ -276,7 +276,7 @@ pub fn clf_time_ms(text: &str) -> Option<i64> {
     if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let days = super::days_from_civil(year, month, day);
+    let days = crate::calendar::days_from_civil(year, month, day);
     Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 - offset_minutes * 60_000)
 }
 

@@ -127,7 +127,7 @@ pub fn rfc3339_ms(text: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    let days = super::days_from_civil(year, month, day);
+    let days = crate::calendar::days_from_civil(year, month, day);
     Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis - offset_minutes * 60_000)
 }
 

@@ -106,18 +106,6 @@ fn lines(data: &[u8]) -> impl Iterator<Item = Result<&str, std::str::Utf8Error>>
     data.split(|&b| b == b'\n').map(|line| line.trim_ascii()).filter(|line| !line.is_empty()).map(std::str::from_utf8)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date, after Howard Hinnant's
-/// algorithm; month 1..=12.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

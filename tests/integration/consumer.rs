@@ -7,7 +7,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use md5::Digest;
@@ -19,24 +18,10 @@ use rcfd::source::simulator::Readings;
 use rcfd::store::embedded::EmbeddedStore;
 use tokio::net::TcpListener;
 
-use crate::servers::{aws_config, poll_until, unique_name};
+use crate::servers::{active_stream, aws_config, checkpoints, metrics, poll_until, unique_name, wait_active};
 
 const SENSORS: usize = 4;
 const TICKS: usize = 500;
-
-async fn metrics(http: std::net::SocketAddr) -> Option<HashMap<String, f64>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(http).await.ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.ok()?;
-    Some(
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?))))
-            .collect(),
-    )
-}
 
 struct Running {
     http: std::net::SocketAddr,
@@ -172,15 +157,7 @@ async fn scenario(shard_count: i32) {
     .await;
     // The checkpoints reach each shard's last record once the batches are delivered.
     poll_until("checkpoints at the end of each shard", Duration::from_secs(30), || async {
-        let items = dynamodb.scan().table_name(&table).consistent_read(true).send().await.ok()?.items?;
-        let at: HashMap<String, String> = items
-            .iter()
-            .filter_map(|i| match (i.get("leaseKey"), i.get("checkpoint")) {
-                (Some(AttributeValue::S(k)), Some(AttributeValue::S(c))) => Some((k.clone(), c.clone())),
-                _ => None,
-            })
-            .collect();
-        (at == last_sequence).then_some(())
+        (checkpoints(&dynamodb, &table).await == last_sequence).then_some(())
     })
     .await;
     service.stop().await;
@@ -255,19 +232,6 @@ async fn scenario(shard_count: i32) {
     let _ = std::fs::remove_file(&store);
     let _ = kinesis.delete_stream().stream_name(&stream).send().await;
     let _ = dynamodb.delete_table().table_name(&table).send().await;
-}
-
-async fn active_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
-    kinesis.create_stream().stream_name(stream).shard_count(shards).send().await.expect("CreateStream");
-    wait_active(kinesis, stream).await;
-}
-
-async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
-    poll_until("the stream to be active", Duration::from_secs(30), || async {
-        let d = kinesis.describe_stream_summary().stream_name(stream).send().await.ok()?;
-        (d.stream_description_summary?.stream_status == aws_sdk_kinesis::types::StreamStatus::Active).then_some(())
-    })
-    .await;
 }
 
 async fn put(kinesis: &aws_sdk_kinesis::Client, stream: &str, records: &[(String, f64, i64)]) {

@@ -5,10 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use aws_sdk_sqs::types::QueueAttributeName;
 use opensearch::http::transport::Transport;
 use opensearch::indices::IndicesRefreshParts;
 use opensearch::{CountParts, OpenSearch, SearchParts};
@@ -19,7 +17,9 @@ use rcfd::store::embedded::EmbeddedStore;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::servers::{aws_config, opensearch_url, poll_until, unique_name};
+use crate::servers::{
+    active_stream, aws_config, checkpoints, opensearch_url, poll_until, subscribed_queue, unique_name,
+};
 
 const SENSORS: usize = 4;
 const TICKS: usize = 500;
@@ -38,32 +38,9 @@ async fn kinesis_to_opensearch_and_sns() {
 
     let topic =
         sns.create_topic().name(unique_name("rcfd-alerts")).send().await.expect("CreateTopic").topic_arn.expect("arn");
-    let queue = sqs
-        .create_queue()
-        .queue_name(unique_name("rcfd-alerts"))
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url
-        .expect("url");
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("attributes")
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .expect("queue arn");
-    sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(&queue_arn).send().await.expect("Subscribe");
+    let queue = subscribed_queue(&sns, &sqs, &topic, &unique_name("rcfd-alerts")).await;
 
-    kinesis.create_stream().stream_name(&stream).shard_count(2).send().await.expect("CreateStream");
-    poll_until("the stream to be active", Duration::from_secs(30), || async {
-        let d = kinesis.describe_stream_summary().stream_name(&stream).send().await.ok()?;
-        (d.stream_description_summary?.stream_status == aws_sdk_kinesis::types::StreamStatus::Active).then_some(())
-    })
-    .await;
+    active_stream(&kinesis, &stream, 2).await;
     let mut readings =
         Readings::new(&SimulatorConfig { sensors: SENSORS, wave: false, seed: 23, ..Default::default() });
     let mut injected: HashMap<String, bool> = HashMap::new();
@@ -110,15 +87,7 @@ async fn kinesis_to_opensearch_and_sns() {
         let _ = stopped.await;
     }));
     poll_until("checkpoints at the end of each shard", Duration::from_secs(90), || async {
-        let items = dynamodb.scan().table_name(&table).consistent_read(true).send().await.ok()?.items?;
-        let at: HashMap<String, String> = items
-            .iter()
-            .filter_map(|i| match (i.get("leaseKey"), i.get("checkpoint")) {
-                (Some(AttributeValue::S(k)), Some(AttributeValue::S(c))) => Some((k.clone(), c.clone())),
-                _ => None,
-            })
-            .collect();
-        (at == last).then_some(())
+        (checkpoints(&dynamodb, &table).await == last).then_some(())
     })
     .await;
     let _ = stop.send(());

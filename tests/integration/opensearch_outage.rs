@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use opensearch::http::transport::Transport;
@@ -20,7 +19,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::servers::{aws_config, opensearch_url, poll_until, unique_name};
+use crate::servers::{active_stream, aws_config, checkpoints, opensearch_url, poll_until, unique_name};
 
 /// A relay to `target` that can be switched off (connections refused and cut).
 struct Relay {
@@ -105,25 +104,6 @@ async fn put(
     }
 }
 
-async fn checkpoints(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> HashMap<String, String> {
-    let items = dynamodb
-        .scan()
-        .table_name(table)
-        .consistent_read(true)
-        .send()
-        .await
-        .ok()
-        .and_then(|s| s.items)
-        .unwrap_or_default();
-    items
-        .iter()
-        .filter_map(|i| match (i.get("leaseKey"), i.get("checkpoint")) {
-            (Some(AttributeValue::S(k)), Some(AttributeValue::S(c))) => Some((k.clone(), c.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opensearch_outage_loses_nothing_and_holds_the_checkpoints_back() {
     let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
@@ -134,12 +114,7 @@ async fn an_opensearch_outage_loses_nothing_and_holds_the_checkpoints_back() {
     let (kinesis, dynamodb) = (aws_sdk_kinesis::Client::new(&aws), aws_sdk_dynamodb::Client::new(&aws));
     let (stream, table, prefix) =
         (unique_name("rcfd-outage"), unique_name("rcfd-leases"), unique_name("rcfd-outage").to_lowercase());
-    kinesis.create_stream().stream_name(&stream).shard_count(2).send().await.expect("CreateStream");
-    poll_until("the stream to be active", Duration::from_secs(30), || async {
-        let d = kinesis.describe_stream_summary().stream_name(&stream).send().await.ok()?;
-        (d.stream_description_summary?.stream_status == aws_sdk_kinesis::types::StreamStatus::Active).then_some(())
-    })
-    .await;
+    active_stream(&kinesis, &stream, 2).await;
 
     let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-outage")));
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");

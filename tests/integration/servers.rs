@@ -52,3 +52,67 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The service's `/metrics`, as metric (with labels) -> value.
+pub async fn metrics(http: std::net::SocketAddr) -> Option<std::collections::HashMap<String, f64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http).await.ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?))))
+            .collect(),
+    )
+}
+
+/// Creates a stream of `shards` shards and waits until it is active.
+pub async fn active_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
+    kinesis.create_stream().stream_name(stream).shard_count(shards).send().await.expect("CreateStream");
+    wait_active(kinesis, stream).await;
+}
+
+pub async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
+    poll_until("the stream to be active", Duration::from_secs(30), || async {
+        let d = kinesis.describe_stream_summary().stream_name(stream).send().await.ok()?;
+        (d.stream_description_summary?.stream_status == aws_sdk_kinesis::types::StreamStatus::Active).then_some(())
+    })
+    .await;
+}
+
+/// The checkpoint of every shard lease in `table` that has one: shard -> sequence.
+pub async fn checkpoints(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> std::collections::HashMap<String, String> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let scanned = dynamodb.scan().table_name(table).consistent_read(true).send().await;
+    let items = scanned.ok().and_then(|s| s.items).unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|i| match (i.get("leaseKey"), i.get("checkpoint")) {
+            (Some(AttributeValue::S(k)), Some(AttributeValue::S(c))) => Some((k.clone(), c.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A new SQS queue subscribed to `topic`; returns its URL.
+pub async fn subscribed_queue(sns: &aws_sdk_sns::Client, sqs: &aws_sdk_sqs::Client, topic: &str, name: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let queue = sqs.create_queue().queue_name(name).send().await.expect("CreateQueue").queue_url.expect("queue URL");
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("queue ARN");
+    sns.subscribe().topic_arn(topic).protocol("sqs").endpoint(&queue_arn).send().await.expect("Subscribe");
+    queue
+}

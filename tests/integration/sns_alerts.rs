@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use rcfd::service::config::Config;
 use rcfd::service::{run, Listeners};
 use rcfd::source::grpc::proto::{self, detectors_client::DetectorsClient, scoring_client::ScoringClient};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
-use crate::servers::{aws_config, poll_until, unique_name};
+use crate::servers::{aws_config, metrics, poll_until, subscribed_queue, unique_name};
 
 /// 300 ordinary readings of `entity`, then a spike: one anomaly region, one alert.
 fn readings_with_a_spike(entity: &str, start: i64) -> Vec<proto::Record> {
@@ -68,33 +67,15 @@ async fn alerts_wait_in_the_store_while_sns_is_down_and_none_is_lost() {
     // Both alerts are in the spool before SNS comes back (a topic without its queue
     // subscribed yet would swallow them).
     poll_until("two alerts spooled", Duration::from_secs(30), || async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(http_address).await.ok()?;
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.ok()?;
-        let spooled = text
-            .lines()
-            .find(|l| l.starts_with("rcfd_errors_total{stage=\"sns\",error_type=\"spooled\"}"))
-            .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())?;
+        let spooled =
+            metrics(http_address).await?.get("rcfd_errors_total{stage=\"sns\",error_type=\"spooled\"}").copied()?;
         (spooled >= 2.0).then_some(())
     })
     .await;
     // SNS comes back: the topic exists and a queue listens.
     let created = sns.create_topic().name(&name).send().await.expect("CreateTopic").topic_arn.expect("arn");
     assert_eq!(created, topic, "moto's ARN scheme");
-    let queue = sqs.create_queue().queue_name(&name).send().await.expect("CreateQueue").queue_url.expect("url");
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("attributes")
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .expect("queue arn");
-    sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(&queue_arn).send().await.expect("Subscribe");
+    let queue = subscribed_queue(&sns, &sqs, &topic, &name).await;
     scoring
         .score(proto::ScoreRequest { records: readings_with_a_spike("pump-3", 1_700_000_000_000) })
         .await

@@ -82,37 +82,39 @@ impl OpenSearchSink {
     /// Indexes `events` in `_bulk` requests of at most `max_bulk_bytes`; returns those
     /// OpenSearch refused for good (by position in `events`), with the reason.
     pub async fn send(&self, events: &[ScoredEvent]) -> Vec<(usize, String)> {
+        // Each event is encoded once: its size decides the split, and retries resend it.
+        let encoded: Vec<[String; 2]> = events
+            .iter()
+            .map(|event| {
+                let action = serde_json::json!({"index": {"_index": daily_index(&self.prefix, event.event_ms), "_id": event.id}});
+                [action.to_string(), serde_json::to_string(event).unwrap_or_default()]
+            })
+            .collect();
         let mut refused = Vec::new();
         let mut start = 0;
-        while start < events.len() {
+        while start < encoded.len() {
             let mut end = start;
             let mut bytes = 0;
-            // About the document plus its action line; at least one event per request.
-            while end < events.len() && (end == start || bytes < self.max_bulk_bytes) {
-                bytes += serde_json::to_vec(&events[end]).map_or(0, |v| v.len()) + 100;
+            // At least one event per request.
+            while end < encoded.len() && (end == start || bytes < self.max_bulk_bytes) {
+                bytes += encoded[end][0].len() + encoded[end][1].len() + 2;
                 end += 1;
             }
-            let chunk = self.send_chunk(&events[start..end]).await;
+            let chunk = self.send_chunk(&encoded[start..end]).await;
             refused.extend(chunk.into_iter().map(|(i, reason)| (start + i, reason)));
             start = end;
         }
         refused
     }
 
-    async fn send_chunk(&self, events: &[ScoredEvent]) -> Vec<(usize, String)> {
-        let mut pending: Vec<usize> = (0..events.len()).collect();
+    async fn send_chunk(&self, encoded: &[[String; 2]]) -> Vec<(usize, String)> {
+        let mut pending: Vec<usize> = (0..encoded.len()).collect();
         let mut refused = Vec::new();
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
-        let mut jitter = Jitter(0x5eed_0f0f_f5e7 ^ events.len() as u64);
+        let mut jitter = Jitter(0x5eed_0f0f_f5e7 ^ encoded.len() as u64);
         while !pending.is_empty() {
-            let mut lines = Vec::with_capacity(2 * pending.len());
-            for &i in &pending {
-                let event = &events[i];
-                let action = serde_json::json!({"index": {"_index": daily_index(&self.prefix, event.event_ms), "_id": event.id}});
-                lines.push(action.to_string());
-                lines.push(serde_json::to_string(event).unwrap_or_default());
-            }
+            let lines: Vec<&str> = pending.iter().flat_map(|&i| encoded[i].iter().map(String::as_str)).collect();
             let retry: Vec<(usize, String)> = match self.client.bulk(BulkParts::None).body(lines).send().await {
                 Ok(response) if response.status_code().is_success() => {
                     let body: Value = response.json().await.unwrap_or(Value::Null);

@@ -50,17 +50,7 @@ pub fn index_template(prefix: &str) -> Value {
 
 /// `<prefix>-YYYY.MM.DD` of the event time (UTC).
 pub fn daily_index(prefix: &str, event_ms: i64) -> String {
-    let days = event_ms.div_euclid(86_400_000);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::calendar::civil_from_days(event_ms.div_euclid(86_400_000));
     format!("{prefix}-{year:04}.{month:02}.{day:02}")
 }
 
