@@ -279,14 +279,16 @@ fn visualization(settings: &DashboardSettings, vis: &Vis) -> Value {
 
 /// The Vega-Lite spec of the score histogram: the query inside it bins the scores with a
 /// scripted metric (as the seed material did), which also leaves out events of models
-/// still learning (their score is 0 and would dwarf every other bar).
+/// still learning (their score is 0 and would dwarf every other bar). Bins are keyed by
+/// strings in the shard states: OpenSearch cannot send a map with number keys between
+/// the shard and the reduce phase.
 pub fn score_histogram_spec(settings: &DashboardSettings) -> Value {
     const MAP: &str = "if (doc['learning'].size() > 0 && doc['learning'].value == false \
-        && doc['anomaly_score'].size() > 0) { long bin = (long) Math.floor(doc['anomaly_score'].value / params.width); \
+        && doc['anomaly_score'].size() > 0) { String bin = String.valueOf((long) Math.floor(doc['anomaly_score'].value / params.width)); \
         state.bins.merge(bin, 1L, (a, b) -> a + b); }";
     const REDUCE: &str = "Map all = new HashMap(); for (s in states) { if (s != null) { for (e in s.entrySet()) \
         { all.merge(e.getKey(), e.getValue(), (a, b) -> a + b); } } } List rows = new ArrayList(); \
-        for (e in all.entrySet()) { long bin = e.getKey(); rows.add(['from': bin * params.width, \
+        for (e in all.entrySet()) { long bin = Long.parseLong(e.getKey()); rows.add(['from': bin * params.width, \
         'to': (bin + 1) * params.width, 'count': e.getValue()]); } \
         rows.sort((a, b) -> Double.compare(a['from'], b['from'])); return rows;";
     json!({
