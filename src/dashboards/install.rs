@@ -102,6 +102,10 @@ pub fn read_import_response(url: &str, status: u16, body: &str) -> Result<Import
         401 | 403 => return Err(InstallError::Unauthorized { status, body: short() }),
         404 | 405 => return Err(InstallError::NotDashboards { url: url.to_owned(), status, body: short() }),
         200..=299 => {}
+        // OpenSearch's answer to a path it does not serve: the URL is the cluster's.
+        400 if body.contains("no handler found for uri") => {
+            return Err(InstallError::NotDashboards { url: url.to_owned(), status, body: short() })
+        }
         _ => return Err(InstallError::Failed { status, body: short() }),
     }
     let parsed: Value = serde_json::from_str(body).map_err(|_| InstallError::NotDashboards {
@@ -220,7 +224,13 @@ mod tests {
         assert!(unauthorized.to_string().contains("--user"), "{unauthorized}");
         // OpenSearch itself, given by mistake, answers unknown paths like this.
         let opensearch = r#"{"error":"no handler found for uri [/api/saved_objects/_import] and method [POST]"}"#;
-        assert!(matches!(read_import_response(url, 400, opensearch), Err(InstallError::Failed { status: 400, .. })));
+        assert!(matches!(
+            read_import_response(url, 400, opensearch),
+            Err(InstallError::NotDashboards { status: 400, .. })
+        ));
+        let refused = r#"{"statusCode":400,"error":"Bad Request","message":"Invalid file extension .txt"}"#;
+        let error = read_import_response(url, 400, refused).expect_err("400");
+        assert!(error.to_string().contains("Invalid file extension"), "{error}");
         assert!(matches!(read_import_response(url, 404, "Not Found"), Err(InstallError::NotDashboards { .. })));
         assert!(matches!(read_import_response(url, 200, "<html>"), Err(InstallError::NotDashboards { .. })));
         assert!(matches!(read_import_response(url, 502, "bad gateway"), Err(InstallError::Failed { status: 502, .. })));

@@ -474,3 +474,45 @@ fn table_picture(columns: &[String], rows: &[Vec<Value>]) -> Value {
         }),
     )
 }
+
+/// `rcfd dashboards install` against real HTTP endpoints that are not OpenSearch
+/// Dashboards (none can run here): the OpenSearch node, and a port nobody listens on.
+/// The import request is checked byte for byte in `src/dashboards/install.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_names_what_is_wrong_with_the_endpoint() {
+    use rcfd::dashboards::install::{import_request, install, InstallError};
+    let text = objects::ndjson(&DashboardSettings::default());
+    let url = opensearch_url();
+    let request = import_request(&url, &text, None, None).expect("request");
+    let error = install(&request).await.expect_err("OpenSearch is not OpenSearch Dashboards");
+    assert!(matches!(error, InstallError::NotDashboards { status: 400, .. }), "{error}");
+    assert!(error.to_string().contains("not OpenSearch itself"), "{error}");
+
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = closed.local_addr().expect("address");
+    drop(closed);
+    let request = import_request(&format!("http://{address}"), &text, None, None).expect("request");
+    let error = install(&request).await.expect_err("nobody listens");
+    assert!(matches!(error, InstallError::Unreachable { .. }), "{error}");
+    assert!(error.to_string().contains(&address.to_string()), "{error}");
+}
+
+/// The binary: export for a prefix writes what the library makes; a bad prefix is named.
+#[test]
+fn the_export_command_writes_the_objects_for_the_prefix() {
+    let rcfd = env!("CARGO_BIN_EXE_rcfd");
+    let output = std::process::Command::new(rcfd)
+        .args(["dashboards", "export", "--index-prefix", "flows", "--features", "bytes,packets"])
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let settings = DashboardSettings { index_prefix: "flows".into(), features: vec!["bytes".into(), "packets".into()] };
+    assert_eq!(String::from_utf8_lossy(&output.stdout), objects::ndjson(&settings));
+    let output = std::process::Command::new(rcfd)
+        .args(["dashboards", "export", "--index-prefix", "Bad/Prefix"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--index-prefix \"Bad/Prefix\": lower-case letters"), "{stderr}");
+}
