@@ -414,6 +414,7 @@ async fn every_panel_query_runs_on_real_events_and_the_vega_panel_renders() {
         (
             "top-entities".into(),
             lite("Top entities by anomalies", 420, 120, table_rows.clone(), json!({
+                "transform": [{ "calculate": "'max score ' + format(datum.max_score, '.2f')", "as": "label" }],
                 "layer": [
                     { "mark": "bar", "encoding": {
                         "y": { "field": "entity", "type": "nominal", "sort": "-x", "title": null },
@@ -422,7 +423,7 @@ async fn every_panel_query_runs_on_real_events_and_the_vega_panel_renders() {
                     { "mark": { "type": "text", "align": "left", "dx": 4 }, "encoding": {
                         "y": { "field": "entity", "type": "nominal", "sort": "-x" },
                         "x": { "field": "anomalies", "type": "quantitative" },
-                        "text": { "field": "max_score", "format": ".2f" }
+                        "text": { "field": "label" }
                     }}
                 ]
             })),
