@@ -73,8 +73,13 @@ pub fn panel_request(objects: &[Value], id: &str, time: TimeRange) -> Result<Pan
                 .as_array()
                 .ok_or_else(|| malformed("sort is not a list"))?
                 .iter()
-                .map(|pair| json!({ pair[0].as_str().unwrap_or(""): { "order": pair[1], "unmapped_type": "boolean" } }))
-                .collect();
+                .map(|pair| match (pair[0].as_str(), pair[1].as_str()) {
+                    (Some(field), Some(order @ ("asc" | "desc"))) => {
+                        Ok(json!({ field: { "order": order, "unmapped_type": "boolean" } }))
+                    }
+                    _ => Err(malformed(&format!("sort entry {pair} is not [field, \"asc\" | \"desc\"]"))),
+                })
+                .collect::<Result<_, _>>()?;
             let body = json!({
                 "size": SEARCH_SAMPLE_SIZE,
                 "sort": sort,
