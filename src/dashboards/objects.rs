@@ -81,7 +81,7 @@ impl DashboardSettings {
 /// Every saved object, referenced ones before those that refer to them.
 pub fn saved_objects(settings: &DashboardSettings) -> Vec<Value> {
     let mut objects = vec![index_pattern(settings)];
-    objects.extend(visualizations(settings).iter().map(|v| visualization(settings, v)));
+    objects.extend(visualizations().iter().map(|v| visualization(settings, v)));
     objects.push(score_histogram(settings));
     objects.push(latest_anomalies(settings));
     objects.push(dashboard(settings));
@@ -180,7 +180,7 @@ fn point_series(kind: &str, mode: &str, metric_label: &str, axis_title: &str) ->
     })
 }
 
-fn visualizations(_settings: &DashboardSettings) -> Vec<Vis> {
+fn visualizations() -> Vec<Vis> {
     vec![
         Vis {
             id: VIS_SCORE_PER_MINUTE,
