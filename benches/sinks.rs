@@ -70,7 +70,10 @@ struct Service {
 async fn start(url: &str, prefix: &str) -> Service {
     let store = std::env::temp_dir().join(format!("{prefix}.redb"));
     let _ = std::fs::remove_file(&store);
-    let text = format!("[http]\nenabled = false\n[store]\npath = '{}'\n[opensearch]\nurl = '{url}'\nindex_prefix = '{prefix}'\n", store.display());
+    let text = format!(
+        "[http]\nenabled = false\n[store]\npath = '{}'\n[opensearch]\nurl = '{url}'\nindex_prefix = '{prefix}'\n",
+        store.display()
+    );
     let config = Config::from_toml_with_env(&text, Vec::new()).expect("config").validate().expect("valid");
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = grpc.local_addr().expect("address");
@@ -137,8 +140,15 @@ async fn documents(client: &OpenSearch, index: &str) -> Vec<(String, Value)> {
         if let Some(after) = &after {
             body["search_after"] = after.clone();
         }
-        let page: Value =
-            client.search(SearchParts::Index(&[index])).body(body).send().await.expect("search").json().await.expect("json");
+        let page: Value = client
+            .search(SearchParts::Index(&[index]))
+            .body(body)
+            .send()
+            .await
+            .expect("search")
+            .json()
+            .await
+            .expect("json");
         let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
         if hits.is_empty() {
             return out;

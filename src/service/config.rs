@@ -123,7 +123,8 @@ pub struct StoreConfig {
     /// The embedded database file: model snapshots, scored events, alerts, dead
     /// letters, detectors created through the API.
     pub path: PathBuf,
-    /// Scored events (and alerts, and dead letters) kept; the oldest go first.
+    /// Scored events (and alerts, and dead letters) kept; the oldest go first. Events
+    /// go in chunks of up to 1,024, so up to 1,023 more may be held.
     pub keep_events: u64,
 }
 
