@@ -56,7 +56,8 @@ fn in_process(c: &mut Criterion) {
     let detector = DetectorConfig::from_toml(DETECTOR).expect("parses").validate().expect("valid");
     let path = std::env::temp_dir().join(format!("rcfd-bench-grpc-inproc-{}.redb", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let mut registry = Registry::new(vec![detector], 1_000, Arc::new(EmbeddedStore::open(&path).expect("store")));
+    let store: Arc<EmbeddedStore> = Arc::new(EmbeddedStore::open(&path).expect("store"));
+    let mut registry = Registry::new(vec![detector.clone()], 1_000, store.clone());
     let names: Vec<String> = (0..ENTITIES).map(|e| format!("sensor-{e}")).collect();
     let mut step = 0;
     let feed = |registry: &mut Registry, n: usize, step: &mut usize| {
@@ -79,7 +80,12 @@ fn in_process(c: &mut Criterion) {
     // The same through the service's scorer (events, alerts, live page, metrics), with
     // the deliveries dropped: the cost of the service layer without gRPC and journal.
     let (deliveries, _queued) = rcfd::sink::queue::queue(rcfd::sink::queue::DEFAULT_CAPACITY);
-    let scorer = Scorer::new(registry, Arc::new(Metrics::default()), deliveries);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut registries = Registry::shards(vec![detector], 1_000, store, threads);
+    for registry in &mut registries {
+        feed(registry, WARM_UP_PER_ENTITY * ENTITIES, &mut 0);
+    }
+    let scorer = Scorer::new(registries, Arc::new(Metrics::default()), deliveries);
     group.bench_function("scorer_in_process", |b| {
         b.iter_batched(
             || records(&mut step).into_iter().map(rcfd::source::grpc::convert::record).collect::<Vec<_>>(),

@@ -116,6 +116,18 @@ impl Registry {
         }
     }
 
+    /// `count` registries that split `capacity` evenly (as far as it goes: never more
+    /// registries than capacity), for a service that scores each on its own thread.
+    pub fn shards(detectors: Vec<Detector>, capacity: usize, store: Arc<dyn SnapshotStore>, count: usize) -> Vec<Self> {
+        let count = count.clamp(1, capacity.max(1));
+        (0..count)
+            .map(|i| {
+                let share = capacity / count + usize::from(i < capacity % count);
+                Registry::new(detectors.clone(), share, store.clone())
+            })
+            .collect()
+    }
+
     pub fn with_max_lateness_ms(mut self, max_lateness_ms: i64) -> Self {
         self.max_lateness_ms = max_lateness_ms;
         self

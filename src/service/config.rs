@@ -20,6 +20,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 pub const DEFAULT_KEEP_EVENTS: u64 = 1_000_000;
 pub const DEFAULT_MAX_RESIDENT_MODELS: usize = 100_000;
+pub const MAX_SCORING_THREADS: usize = 256;
 pub const DEFAULT_SIMULATOR_RATE: f64 = 10.0;
 pub const MAX_SIMULATOR_RATE: f64 = 100_000.0;
 pub const ENV_PREFIX: &str = "RCFD_";
@@ -146,6 +147,20 @@ pub struct ModelsConfig {
     /// How much older than its entity's latest record (ms) a record may be and still
     /// be scored; older ones are dead-lettered.
     pub max_lateness_ms: i64,
+    /// Threads a batch is scored on; 0: one per CPU core. The models are split into
+    /// this many shards by entity (each with its share of `max_resident`), and each
+    /// shard of a batch is scored on its own thread.
+    pub scoring_threads: usize,
+}
+
+impl ModelsConfig {
+    /// `scoring_threads`, with 0 resolved to the number of cores.
+    pub fn scoring_threads(&self) -> usize {
+        match self.scoring_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for ModelsConfig {
@@ -154,6 +169,7 @@ impl Default for ModelsConfig {
             detectors: Vec::new(),
             max_resident: DEFAULT_MAX_RESIDENT_MODELS,
             max_lateness_ms: crate::detector::registry::DEFAULT_MAX_LATENESS_MS,
+            scoring_threads: 0,
         }
     }
 }
@@ -297,6 +313,9 @@ impl Config {
         }
         if self.models.max_resident == 0 {
             return Err(error("models.max_resident", 0, "at least 1"));
+        }
+        if self.models.scoring_threads > MAX_SCORING_THREADS {
+            return Err(error("models.scoring_threads", self.models.scoring_threads, "0 (one per core) to 256"));
         }
         if self.models.max_lateness_ms < 0 {
             return Err(error("models.max_lateness_ms", self.models.max_lateness_ms, "0 or more"));
