@@ -96,6 +96,22 @@ install_browser() {
     fi
 }
 
+# Vega and Vega-Lite to render the dashboards' panels from real query results, and resvg
+# (prebuilt binaries shipped as npm packages, unlike node-canvas, whose binaries come
+# from GitHub) to turn the SVG into PNG.
+install_vega() {
+    local dir="$CACHE/vega"
+    if grep -q "\"version\" *: *\"$VEGA_VERSION\"" "$dir/node_modules/vega/package.json" 2>/dev/null &&
+        grep -q "\"version\" *: *\"$VEGA_LITE_VERSION\"" "$dir/node_modules/vega-lite/package.json" 2>/dev/null &&
+        grep -q "\"version\" *: *\"$RESVG_JS_VERSION\"" "$dir/node_modules/@resvg/resvg-js/package.json" 2>/dev/null; then
+        return
+    fi
+    log "installing vega@$VEGA_VERSION, vega-lite@$VEGA_LITE_VERSION, @resvg/resvg-js@$RESVG_JS_VERSION from npm"
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" \
+        "vega@$VEGA_VERSION" "vega-lite@$VEGA_LITE_VERSION" "@resvg/resvg-js@$RESVG_JS_VERSION" >&2
+}
+
 # ---------------------------------------------------------------- start, wait, stop
 
 RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/rcfd-servers.XXXXXX")"
@@ -213,6 +229,8 @@ install_grpcurl
 export RCFD_TEST_GRPCURL="$CACHE/venv/bin/grpcurl"
 install_browser
 export RCFD_TEST_CHROMIUM="$(command -v chromium)" RCFD_TEST_NODE_PATH="$CACHE/browser/node_modules"
+install_vega
+export RCFD_TEST_VEGA_NODE_PATH="$CACHE/vega/node_modules"
 
 # Credentials for the emulators: without keys the SDK waits on instance metadata, and
 # it follows HTTP(S)_PROXY even for loopback.
@@ -227,7 +245,7 @@ await_servers
 EXPORTS=(RCFD_TEST_OPENSEARCH_URL AWS_ENDPOINT_URL_KINESIS AWS_ENDPOINT_URL_SNS AWS_ENDPOINT_URL_SQS
     AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_S3 AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
     AWS_EC2_METADATA_DISABLED NO_PROXY RCFD_TEST_GRPCURL
-    RCFD_TEST_CHROMIUM RCFD_TEST_NODE_PATH)
+    RCFD_TEST_CHROMIUM RCFD_TEST_NODE_PATH RCFD_TEST_VEGA_NODE_PATH)
 
 if [[ "$MODE" == servers ]]; then
     log "servers are up; paste these into another shell, Ctrl-C here stops them:"

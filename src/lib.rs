@@ -39,14 +39,17 @@
 //!   letters, and detectors created through the API.
 //!
 //! Around the path: [`cli`] (the command line: `serve`, `score`, `eval`, `config
-//! check`) and [`eval`] (accuracy on labelled data: NAB's scoring, a corpus runner and
-//! per-row ROC-AUC, precision and recall).
+//! check`, `dashboards`), [`eval`] (accuracy on labelled data: NAB's scoring, a corpus
+//! runner and per-row ROC-AUC, precision and recall) and [`dashboards`] (the saved
+//! objects for OpenSearch Dashboards that show the indexed events, the query each panel
+//! sends, and their import).
 //!
 //! Records that cannot be decoded or scored go to the dead-letter store with their raw
 //! bytes, position and reason; nothing is dropped silently.
 
 pub mod calendar;
 pub mod cli;
+pub mod dashboards;
 pub mod decode;
 pub mod detector;
 pub mod eval;

@@ -32,6 +32,56 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Dashboards for OpenSearch Dashboards: export the saved objects, or import them.
+    #[command(subcommand)]
+    Dashboards(DashboardsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DashboardsCommand {
+    /// Write the saved objects (index pattern, visualizations, saved search, dashboard)
+    /// as NDJSON for the saved-objects import API.
+    Export {
+        #[command(flatten)]
+        objects: DashboardObjectsArgs,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Import the saved objects into OpenSearch Dashboards (replacing earlier versions).
+    Install(DashboardsInstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardObjectsArgs {
+    /// The OpenSearch sink's index prefix; default: the one in --config, else `rcfd-events`.
+    #[arg(long)]
+    pub index_prefix: Option<String>,
+    /// A service config file whose `opensearch.index_prefix` to use.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Features whose value, expected value and attribution the latest-anomalies search
+    /// shows (comma-separated); default: iotValue.
+    #[arg(long, value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardsInstallArgs {
+    /// OpenSearch Dashboards' URL with its base path, e.g. `https://dashboards.example.com:5601`.
+    #[arg(long)]
+    pub url: String,
+    /// Basic authentication user; default: RCFD_DASHBOARDS_USER.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Basic authentication password; prefer RCFD_DASHBOARDS_PASSWORD.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// The security plugin's tenant to import into (e.g. `global`).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[command(flatten)]
+    pub objects: DashboardObjectsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +224,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Dashboards(command) => match super::dashboards::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rcfd dashboards: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Config(ConfigCommand::Check { file }) => match config_check(&file) {
             Ok(effective) => {
                 print!("{effective}");

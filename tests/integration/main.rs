@@ -6,6 +6,7 @@
 
 mod allocations;
 mod consumer;
+mod dashboards;
 mod end_to_end;
 mod opensearch_outage;
 mod opensearch_sink;
