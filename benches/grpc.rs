@@ -21,7 +21,7 @@ use rcfd::store::embedded::EmbeddedStore;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
-/// The default detector: 50 trees, sample size 256, shingle 1.
+/// The default detector: 50 trees, sample size 1024 (256 before 2026-12-04), shingle 1.
 const DETECTOR: &str = "name = \"bench\"\nentity_key = [\"id\"]\nfeatures = [\"v\"]\n";
 const ENTITIES: usize = 8;
 const BATCH: usize = 1_000;

@@ -89,6 +89,19 @@ pub enum EvalCommand {
     /// Score every series of a Numenta Anomaly Benchmark corpus and print the NAB
     /// score per profile, overall and per category.
     Nab(NabArgs),
+    /// Write the held-out synthetic corpus (seeded sensor, traffic and flow series with
+    /// injected anomalies) in NAB's layout, for `rcfd eval nab --data DIR/data --labels
+    /// DIR/labels/combined_windows.json`.
+    Synthetic {
+        /// Folder to write `data/`, `labels/` and `config/` under.
+        #[arg(long)]
+        output: std::path::PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Rounds of 21 series (7 per shape: one per anomaly kind, one without).
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,19 +132,22 @@ pub struct NabArgs {
     pub shingle_size: usize,
     #[arg(long, default_value_t = crate::forest::ForestConfig::default().trees)]
     pub trees: usize,
-    #[arg(long, default_value_t = crate::forest::ForestConfig::default().sample_size)]
+    #[arg(long, default_value_t = crate::detector::config::DEFAULT_SAMPLE_SIZE)]
     pub sample_size: usize,
     #[arg(long, default_value_t = crate::forest::ForestConfig::default().seed)]
     pub seed: u64,
     /// none, normalize, difference or normalize_difference.
     #[arg(long, default_value = "none")]
     pub transform: crate::detector::config::Transform,
-    /// What NAB's threshold sweep runs over: `peak` (anomaly_score where it is higher
-    /// than in the --peak-window records before, else 0: one detection per burst),
-    /// `raw` (anomaly_score), or `grade` (the adaptive threshold's anomaly_grade).
+    /// What NAB's threshold sweep runs over: `peak` (the detector's peak_score:
+    /// anomaly_score where it is higher than in the --peak-window records before, else
+    /// 0: one detection per burst), `raw` (anomaly_score), `grade` (the adaptive
+    /// threshold's anomaly_grade) or `alert` (1 where an alert starts, as the service
+    /// would send it, else 0: the detector's own threshold, nothing to sweep).
     #[arg(long, value_enum, default_value_t = NabScore::Peak)]
     pub score: NabScore,
-    #[arg(long, default_value_t = 64)]
+    /// The detector's threshold.peak_window (without --detector).
+    #[arg(long, default_value_t = crate::detector::threshold::DEFAULT_PEAK_WINDOW)]
     pub peak_window: usize,
 }
 
@@ -140,6 +156,7 @@ pub enum NabScore {
     Peak,
     Raw,
     Grade,
+    Alert,
 }
 
 #[derive(Debug, Args)]
@@ -164,7 +181,7 @@ pub struct ScoreArgs {
     pub shingle_size: usize,
     #[arg(long, default_value_t = crate::forest::ForestConfig::default().trees)]
     pub trees: usize,
-    #[arg(long, default_value_t = crate::forest::ForestConfig::default().sample_size)]
+    #[arg(long, default_value_t = crate::detector::config::DEFAULT_SAMPLE_SIZE)]
     pub sample_size: usize,
     /// Default: 0.1 / sample size.
     #[arg(long)]
@@ -198,6 +215,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Eval(EvalCommand::Synthetic { output, seed, rounds }) => {
+            match crate::eval::synthetic::write(&output, &crate::eval::synthetic::corpus(seed, rounds)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rcfd eval synthetic: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Dashboards(command) => match super::dashboards::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -303,18 +329,22 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
     let series = corpus::load(&args.data, &args.labels)?;
     let config = match &args.detector {
         Some(path) => DetectorConfig::from_toml(&std::fs::read_to_string(path)?)?,
-        None => DetectorConfig::offline(
-            "nab",
-            vec!["value".into()],
-            args.transform,
-            ForestSettings {
-                shingle_size: args.shingle_size,
-                trees: args.trees,
-                sample_size: args.sample_size,
-                seed: args.seed,
-                ..ForestSettings::default()
-            },
-        ),
+        None => {
+            let mut config = DetectorConfig::offline(
+                "nab",
+                vec!["value".into()],
+                args.transform,
+                ForestSettings {
+                    shingle_size: args.shingle_size,
+                    trees: args.trees,
+                    sample_size: args.sample_size,
+                    seed: args.seed,
+                    ..ForestSettings::default()
+                },
+            );
+            config.threshold.peak_window = args.peak_window;
+            config
+        }
     };
     let detector = config.validate()?;
     anyhow::ensure!(detector.features.len() == 1, "a NAB series has one value: the detector must have one feature");
@@ -329,8 +359,10 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
         for &value in &s.values {
             let output = model.process(&[f64::from(value)]).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
             scores.push(match args.score {
-                NabScore::Peak | NabScore::Raw => output.anomaly_score,
+                NabScore::Peak => output.peak_score,
+                NabScore::Raw => output.anomaly_score,
                 NabScore::Grade => output.anomaly_grade,
+                NabScore::Alert => f64::from(u8::from(output.is_anomaly && output.starts_region)),
             });
             raw.push(output.anomaly_score);
             flagged.push(output.is_anomaly);
@@ -338,9 +370,6 @@ fn eval_nab(args: &NabArgs) -> anyhow::Result<()> {
         let rows = LabelledRows::after_probation(&raw, &flagged, &s.windows);
         pooled.extend(&rows);
         row_metrics.push((s.name.clone(), classification::row_metrics(&rows)));
-        if args.score == NabScore::Peak {
-            scores = crate::eval::nab::peaks(&scores, args.peak_window);
-        }
         all_scores.push(scores);
     }
     if let Some(dir) = &args.output {

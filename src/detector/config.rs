@@ -4,8 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::threshold::ThresholdConfig;
+use super::threshold::{ThresholdConfig, MAX_PEAK_WINDOW};
 use crate::forest::{ForestConfig, ForestError, ForestParams};
+
+/// Points each tree keeps unless a detector says otherwise. 1024 rather than the
+/// forest's 256: on NAB (31 files, one threshold; standard / low FP / low FN) 71.1 /
+/// 65.5 / 75.1 against 64.7 / 53.1 / 70.8 with fewer false positives (56 against 129),
+/// alike on three forest seeds, and 48.1 / 42.0 / 55.2 against 45.6 / 37.5 / 55.2 on the
+/// held-out synthetic corpus; 512 and 768 scored in between. It costs 3.6 times the
+/// memory per model (840 against 231 KiB) and scores about 2.5 times slower.
+pub const DEFAULT_SAMPLE_SIZE: usize = 1_024;
 
 /// Points of time decay the Kinesis Analytics RANDOM_CUT_FOREST function uses.
 pub const KINESIS_ANALYTICS_TIME_DECAY_POINTS: f64 = 100_000.0;
@@ -41,7 +49,7 @@ pub enum Transform {
 pub struct ForestSettings {
     /// Number of trees.
     pub trees: usize,
-    /// Points each tree keeps.
+    /// Points each tree keeps; default 1024 (`DEFAULT_SAMPLE_SIZE`).
     pub sample_size: usize,
     /// Weight decay per point; default 0.1 / sample_size.
     pub time_decay: Option<f64>,
@@ -58,7 +66,7 @@ impl Default for ForestSettings {
         let forest = ForestConfig::default();
         ForestSettings {
             trees: forest.trees,
-            sample_size: forest.sample_size,
+            sample_size: DEFAULT_SAMPLE_SIZE,
             time_decay: None,
             output_after: None,
             shingle_size: forest.shingle_size,
@@ -208,8 +216,14 @@ impl DetectorConfig {
         if !(t.min_score.is_finite() && t.min_score >= 0.0) {
             return Err(error("threshold.min_score", t.min_score, "a number >= 0"));
         }
+        if !(t.alert_min_score.is_finite() && t.alert_min_score >= 0.0) {
+            return Err(error("threshold.alert_min_score", t.alert_min_score, "a number >= 0"));
+        }
         if t.horizon == 0 {
             return Err(error("threshold.horizon", t.horizon, "at least 1"));
+        }
+        if t.peak_window > MAX_PEAK_WINDOW {
+            return Err(error("threshold.peak_window", t.peak_window, format!("0 to {MAX_PEAK_WINDOW}")));
         }
         Ok(Detector {
             name: self.name.clone(),
@@ -245,8 +259,8 @@ mod tests {
         let detector = DetectorConfig::from_toml(IOT).expect("parses").validate().expect("valid");
         assert_eq!(detector.features, ["iotValue"]);
         assert_eq!(detector.transform, Transform::Normalize);
-        assert_eq!((detector.forest.trees, detector.forest.shingle_size, detector.forest.sample_size), (50, 4, 256));
-        assert_eq!(detector.forest.time_decay, 0.1 / 256.0);
+        assert_eq!((detector.forest.trees, detector.forest.shingle_size, detector.forest.sample_size), (50, 4, 1024));
+        assert_eq!(detector.forest.time_decay, 0.1 / 1024.0);
         assert_eq!(detector.threshold.z, 3.5);
         assert_eq!(detector.threshold.min_score, ThresholdConfig::default().min_score);
     }
@@ -290,6 +304,11 @@ mod tests {
         let err =
             DetectorConfig::from_toml(&IOT.replace("z = 3.5", "z = -1.0")).expect("parses").validate().expect_err("z");
         assert_eq!(err.field, "threshold.z");
+        let err = DetectorConfig::from_toml(&IOT.replace("z = 3.5", "z = 3.5\nalert_min_score = nan"))
+            .expect("parses")
+            .validate()
+            .expect_err("NaN alert floor");
+        assert_eq!((err.field.as_str(), err.allowed.as_str()), ("threshold.alert_min_score", "a number >= 0"));
         let err = DetectorConfig::from_toml(&IOT.replace("\"normalize\"", "\"log\"")).expect_err("unknown transform");
         assert!(err.allowed.contains("unknown variant `log`"), "{err}");
         assert!(bad("colour = \"red\"").is_err(), "unknown fields are errors");

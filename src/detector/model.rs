@@ -35,7 +35,11 @@ pub struct FeatureAttribution {
 /// What the model made of one record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
+    /// The forest's score, on the RCF (Kinesis Analytics ANOMALY_SCORE) scale.
     pub anomaly_score: f64,
+    /// `anomaly_score` where it is higher than each of the threshold's `peak_window`
+    /// scores before it, else 0: one value per burst (see `threshold`).
+    pub peak_score: f64,
     pub anomaly_grade: f64,
     /// 0 to 1: how settled the model is (it grows while the model warms up).
     pub confidence: f64,
@@ -238,6 +242,7 @@ impl Model {
             let decision = threshold.observe(score);
             let mut output = Output {
                 anomaly_score: score,
+                peak_score: decision.peak_score,
                 anomaly_grade: decision.grade,
                 confidence,
                 is_anomaly: decision.is_anomaly,

@@ -5,16 +5,38 @@
 //! exponentially weighted deviations. Scores that are flagged enter the statistics
 //! clipped at the threshold, so a burst of anomalies cannot raise the bar for the next
 //! one; `min_score` keeps tiny deviations near the expected value from ever counting.
-//! Consecutive flagged points (with gaps up to `region_gap`) form one anomaly region,
-//! and only its first point starts an alert.
+//!
+//! Alerts fire on the onset of a burst, not on every high score in it: a flagged point
+//! starts an anomaly region (an alert) only when its score is also the highest of the
+//! last `peak_window` scores (its peak score), that peak score is above `alert_min_score`,
+//! and no such peak came in the `region_gap` points before it. That is what NAB rewards
+//! (the first detection in a window counts, every later one outside it costs) and what
+//! an operator wants (one alert per incident); see README, "Accuracy".
+
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_Z: f64 = 3.0;
-pub const DEFAULT_MIN_SCORE: f64 = 1.5;
+/// The floor of `is_anomaly`: at 2.0 and above the seed scenario's anomalies (1% of the
+/// points, about ten in a 1024-point sample, so they mask each other) are missed.
+pub const DEFAULT_MIN_SCORE: f64 = 1.8;
+/// The seed scenario needs `min_score` low (above); an alert pages someone, so it needs
+/// a clearer peak. The NAB sweeps put the best single cut on peak scores at 2.2 (held-out
+/// synthetic corpus) to 2.5 (NAB's files): with 2.2 the alerts score NAB standard 70.3
+/// instead of 54.4, and 49.6 instead of 46.9 on the synthetic corpus (README, "Accuracy").
+pub const DEFAULT_ALERT_MIN_SCORE: f64 = 2.2;
 pub const DEFAULT_HORIZON: usize = 2_000;
-pub const DEFAULT_WARM_UP: usize = 200;
+/// Short, because the forest has already learned `output_after` points (a quarter of
+/// the sample size, 256 by default) before its first score: 200 more kept alerts off
+/// until about point 456, past the start of many short series' first anomaly.
+pub const DEFAULT_WARM_UP: usize = 20;
 pub const DEFAULT_REGION_GAP: usize = 10;
+/// 80 to 112 scored best on NAB and on the synthetic corpus, for each of 3 forest seeds
+/// (96 against 64: +0.3 to +0.8 on every profile of both; 128 lower on NAB).
+pub const DEFAULT_PEAK_WINDOW: usize = 96;
+/// A longer memory of recent scores than this is surely a mistake (it costs 8 bytes a point per model).
+pub const MAX_PEAK_WINDOW: usize = 100_000;
 
 /// How the threshold adapts. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,12 +47,17 @@ pub struct ThresholdConfig {
     /// Scores at or below this are never anomalous, however quiet the stream has been
     /// (on the ANOMALY_SCORE scale ordinary points score about 1).
     pub min_score: f64,
+    /// Alerts start only at a peak score above this (flagged points below it are still
+    /// anomalies in the scored events, but page no one).
+    pub alert_min_score: f64,
     /// Points over which the mean and deviation of scores forget (exponential weighting).
     pub horizon: usize,
     /// Scored points to see before anything is flagged.
     pub warm_up: usize,
     /// Flagged points separated by at most this many normal points belong to one region.
     pub region_gap: usize,
+    /// Scores a score must beat to be a peak (the peak score; alerts start only at peaks).
+    pub peak_window: usize,
 }
 
 impl Default for ThresholdConfig {
@@ -38,9 +65,11 @@ impl Default for ThresholdConfig {
         ThresholdConfig {
             z: DEFAULT_Z,
             min_score: DEFAULT_MIN_SCORE,
+            alert_min_score: DEFAULT_ALERT_MIN_SCORE,
             horizon: DEFAULT_HORIZON,
             warm_up: DEFAULT_WARM_UP,
             region_gap: DEFAULT_REGION_GAP,
+            peak_window: DEFAULT_PEAK_WINDOW,
         }
     }
 }
@@ -55,6 +84,9 @@ pub struct Decision {
     pub grade: f64,
     /// The first point of a new anomaly region (where an alert starts).
     pub starts_region: bool,
+    /// The score where it is higher than each of the `peak_window` scores before it,
+    /// else 0: one value per burst, on the RCF scale. What `rcfd eval nab` sweeps.
+    pub peak_score: f64,
 }
 
 /// The threshold's state for one model; serialisable with it.
@@ -64,13 +96,16 @@ pub struct Threshold {
     mean: f64,
     variance: f64,
     seen: u64,
-    /// Points since the last flagged one (u64::MAX before any).
+    /// Points since the last flagged peak above `alert_min_score` (u64::MAX before any).
     since_anomaly: u64,
+    /// The last `peak_window` scores (0 for a learning forest's), oldest first.
+    recent: VecDeque<f64>,
 }
 
 impl Threshold {
     pub fn new(config: ThresholdConfig) -> Self {
-        Threshold { config, mean: 0.0, variance: 0.0, seen: 0, since_anomaly: u64::MAX }
+        let recent = VecDeque::with_capacity(config.peak_window);
+        Threshold { config, mean: 0.0, variance: 0.0, seen: 0, since_anomaly: u64::MAX, recent }
     }
 
     /// The current threshold: mean + z deviations, never below `min_score`.
@@ -86,13 +121,22 @@ impl Threshold {
     /// counted) and learns from it.
     pub fn observe(&mut self, score: f64) -> Decision {
         let threshold = self.current();
-        if score <= 0.0 || !score.is_finite() {
-            return Decision { threshold, is_anomaly: false, grade: 0.0, starts_region: false };
+        let score = if score.is_finite() { score.max(0.0) } else { 0.0 };
+        let peak_score = if self.recent.iter().all(|&s| score > s) { score } else { 0.0 };
+        if self.config.peak_window > 0 {
+            if self.recent.len() == self.config.peak_window {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(score);
+        }
+        if score <= 0.0 {
+            return Decision { threshold, is_anomaly: false, grade: 0.0, starts_region: false, peak_score };
         }
         let is_anomaly = self.is_warm() && score > threshold;
         let grade = if is_anomaly { ((score - threshold) / threshold).min(1.0) } else { 0.0 };
-        let starts_region = is_anomaly && self.since_anomaly > self.config.region_gap as u64;
-        self.since_anomaly = if is_anomaly { 0 } else { self.since_anomaly.saturating_add(1) };
+        let flagged_peak = is_anomaly && peak_score > self.config.alert_min_score;
+        let starts_region = flagged_peak && self.since_anomaly > self.config.region_gap as u64;
+        self.since_anomaly = if flagged_peak { 0 } else { self.since_anomaly.saturating_add(1) };
         // Learn: anomalies enter clipped at the threshold so they cannot raise it.
         let clipped = if self.is_warm() { score.min(threshold) } else { score };
         self.seen += 1;
@@ -100,13 +144,14 @@ impl Threshold {
         let delta = clipped - self.mean;
         self.mean += alpha * delta;
         self.variance = (1.0 - alpha) * (self.variance + alpha * delta * delta);
-        Decision { threshold, is_anomaly, grade, starts_region }
+        Decision { threshold, is_anomaly, grade, starts_region, peak_score }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detector::config::DEFAULT_SAMPLE_SIZE;
     use crate::forest::{Forest, ForestConfig};
 
     /// The seed scenario: uniform integers 10..20, 1% of points uniform integers 100..120.
@@ -133,7 +178,9 @@ mod tests {
     fn flags_the_seed_scenarios_anomalies_and_almost_nothing_else() {
         for seed in [1, 2, 3] {
             let stream = seed_scenario(200_000, seed);
-            let mut forest = Forest::new(&ForestConfig { seed, ..ForestConfig::default() }).expect("valid");
+            // The forest a default detector builds (what the service runs).
+            let config = ForestConfig { seed, sample_size: DEFAULT_SAMPLE_SIZE, ..ForestConfig::default() };
+            let mut forest = Forest::new(&config).expect("valid");
             let mut threshold = Threshold::new(ThresholdConfig::default());
             let (mut anomalies, mut caught, mut normal, mut false_alarms) = (0, 0, 0, 0);
             for (i, &(value, injected)) in stream.iter().enumerate() {
@@ -173,13 +220,67 @@ mod tests {
         let starts = decisions.iter().filter(|d| d.starts_region).count();
         assert_eq!(starts, 1, "{decisions:?}");
         assert!(decisions[0].grade > 0.5 && decisions[0].grade <= 1.0);
-        // The burst did not raise the bar: the next anomaly after a long quiet spell is
-        // flagged again and starts a new region.
-        for _ in 0..50 {
+        // The burst did not raise the bar: the next anomaly after a quiet spell longer
+        // than the peak window is flagged again and starts a new region.
+        for _ in 0..DEFAULT_PEAK_WINDOW {
             threshold.observe(0.8);
         }
         let later = threshold.observe(3.0);
         assert!(later.is_anomaly && later.starts_region, "{later:?}");
+    }
+
+    #[test]
+    fn a_peak_under_the_alert_floor_is_an_anomaly_but_starts_no_alert() {
+        let mut threshold = Threshold::new(ThresholdConfig { warm_up: 10, ..ThresholdConfig::default() });
+        for i in 0..300 {
+            threshold.observe(0.8 + 0.01 * f64::from(i % 3));
+        }
+        // Above min_score and the adaptive threshold, but not above alert_min_score.
+        let low = threshold.observe(2.0);
+        assert!(low.is_anomaly && low.peak_score == 2.0 && !low.starts_region, "{low:?}");
+        // It does not hold back the next, clearer peak within region_gap either.
+        let high = threshold.observe(3.0);
+        assert!(high.is_anomaly && high.starts_region, "{high:?}");
+    }
+
+    #[test]
+    fn a_burst_alerts_at_its_onset_only() {
+        let mut threshold = Threshold::new(ThresholdConfig { warm_up: 10, ..ThresholdConfig::default() });
+        for i in 0..300 {
+            threshold.observe(0.8 + 0.01 * f64::from(i % 3));
+        }
+        // A rising burst longer than the region gap: every point is above the threshold,
+        // but after the onset only new highs are peaks, and those within the gap of the
+        // previous flagged peak do not alert again.
+        let burst: Vec<f64> = (0..30).map(|i| if i % 2 == 0 { 3.0 + 0.01 * f64::from(i) } else { 2.9 }).collect();
+        let decisions: Vec<Decision> = burst.iter().map(|&s| threshold.observe(s)).collect();
+        assert!(decisions.iter().all(|d| d.is_anomaly));
+        let starts: Vec<usize> = (0..decisions.len()).filter(|&i| decisions[i].starts_region).collect();
+        assert_eq!(starts, [0], "{decisions:?}");
+        let peaks: Vec<f64> = decisions.iter().map(|d| d.peak_score).collect();
+        assert_eq!(peaks, crate::eval::nab::peaks(&[vec![0.8; 64], burst.clone()].concat(), 64)[64..]);
+    }
+
+    #[test]
+    fn peak_scores_are_the_evals_peaks_over_any_stream() {
+        let mut state = 5u64;
+        let scores: Vec<f64> = (0..2_000)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if i < 100 {
+                    0.0
+                } else {
+                    (state % 1_000) as f64 / 200.0
+                }
+            })
+            .collect();
+        for window in [0, 1, 16, 64] {
+            let mut threshold = Threshold::new(ThresholdConfig { peak_window: window, ..ThresholdConfig::default() });
+            let streamed: Vec<f64> = scores.iter().map(|&s| threshold.observe(s).peak_score).collect();
+            assert_eq!(streamed, crate::eval::nab::peaks(&scores, window), "window {window}");
+        }
     }
 
     #[test]
