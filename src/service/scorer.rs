@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -102,7 +102,12 @@ struct Shard {
     registry: Mutex<Registry>,
     resident: AtomicUsize,
     memory_bytes: AtomicUsize,
+    /// When `memory_bytes` was last measured (ms): it walks every model, so at most
+    /// once per [`MEMORY_GAUGE_EVERY_MS`], not on every batch of 100k resident models.
+    memory_measured_ms: AtomicI64,
 }
+
+const MEMORY_GAUGE_EVERY_MS: i64 = 1_000;
 
 /// Why a record was not scored, with the record (for the dead letter).
 type Failed = Box<(RecordError, Record)>;
@@ -156,6 +161,7 @@ impl Scorer {
             .map(|registry| Shard {
                 resident: AtomicUsize::new(registry.resident()),
                 memory_bytes: AtomicUsize::new(registry.models_memory_bytes()),
+                memory_measured_ms: AtomicI64::new(i64::MIN),
                 registry: Mutex::new(registry),
             })
             .collect();
@@ -326,7 +332,10 @@ impl Scorer {
             scored.push((i, outcome));
         }
         shard.resident.store(registry.resident(), Ordering::Relaxed);
-        shard.memory_bytes.store(registry.models_memory_bytes(), Ordering::Relaxed);
+        if ingested_at.saturating_sub(shard.memory_measured_ms.load(Ordering::Relaxed)) >= MEMORY_GAUGE_EVERY_MS {
+            shard.memory_bytes.store(registry.models_memory_bytes(), Ordering::Relaxed);
+            shard.memory_measured_ms.store(ingested_at, Ordering::Relaxed);
+        }
         ShardOutcome { scored, features, score_seconds, before, after: registry.stats() }
     }
 
@@ -474,7 +483,9 @@ mod tests {
             assert_eq!(delivery_a.alerts.len(), delivery_b.alerts.len());
             assert_eq!(delivery_b.dead_letters.len(), 1);
         }
-        assert_eq!(three.model_gauges().0, 6, "every entity has one model, in one shard");
+        let (resident, memory_bytes) = three.model_gauges();
+        assert_eq!(resident, 6, "every entity has one model, in one shard");
+        assert!(memory_bytes > 6 * 10_000, "measured on the first batch: {memory_bytes}");
         assert_eq!(three.live().series.len(), 6, "the live page charts every entity");
     }
 }
