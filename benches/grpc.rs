@@ -83,11 +83,9 @@ fn in_process(c: &mut Criterion) {
     // the deliveries dropped: the cost of the service layer without gRPC and journal.
     let (deliveries, _queued) = rcfd::sink::queue::queue(rcfd::sink::queue::DEFAULT_CAPACITY);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut registries = Registry::shards(vec![detector], 1_000, store, threads);
-    for registry in &mut registries {
-        feed(registry, WARM_UP_PER_ENTITY * ENTITIES, &mut 0);
-    }
-    let scorer = Scorer::new(registries, Arc::new(Metrics::default()), deliveries);
+    let mut scored = Registry::new(vec![detector], 1_000, store);
+    feed(&mut scored, WARM_UP_PER_ENTITY * ENTITIES, &mut 0);
+    let scorer = Scorer::new(scored, threads, Arc::new(Metrics::default()), deliveries);
     group.bench_function("scorer_in_process", |b| {
         b.iter_batched(
             || records(&mut step).into_iter().map(rcfd::source::grpc::convert::record).collect::<Vec<_>>(),

@@ -79,6 +79,40 @@ impl Resident {
         })
     }
 
+    /// Scores and learns one record, unless its position shows it was learned before.
+    fn process(
+        &mut self,
+        key: &ModelKey,
+        event_ms: i64,
+        values: &[f64],
+        position: Option<&SourcePosition>,
+        max_lateness_ms: i64,
+    ) -> Result<Processed, RegistryError> {
+        if let Some(position) = position {
+            if self.positions.iter().any(|learned| position.is_at_or_before(learned)) {
+                return Ok(Processed::AlreadyLearned);
+            }
+        }
+        if let Some(latest) = self.latest_event_ms {
+            if latest - event_ms > max_lateness_ms {
+                return Err(RegistryError::Late {
+                    entity: key.entity.clone(),
+                    event_ms,
+                    late_ms: latest - event_ms,
+                    max_ms: max_lateness_ms,
+                });
+            }
+        }
+        let output = self.model.process(values)?;
+        self.last_score = output.anomaly_score;
+        self.latest_event_ms = Some(self.latest_event_ms.map_or(event_ms, |l| l.max(event_ms)));
+        if let Some(position) = position {
+            self.positions.retain(|p| !(p.stream == position.stream && p.shard == position.shard));
+            self.positions.push(position.clone());
+        }
+        Ok(Processed::Scored(output))
+    }
+
     fn info(&self) -> ModelInfo {
         ModelInfo {
             points_seen: self.model.forest().points_seen(),
@@ -89,9 +123,35 @@ impl Resident {
     }
 }
 
+/// A model out of the registry for a batch (see [`Registry::lend`]).
+pub struct Lent {
+    key: ModelKey,
+    resident: Resident,
+    max_lateness_ms: i64,
+}
+
+impl Lent {
+    pub fn key(&self) -> &ModelKey {
+        &self.key
+    }
+
+    /// [`Registry::process`] on this model.
+    pub fn process(
+        &mut self,
+        event_ms: i64,
+        values: &[f64],
+        position: Option<&SourcePosition>,
+    ) -> Result<Processed, RegistryError> {
+        self.resident.process(&self.key, event_ms, values, position, self.max_lateness_ms)
+    }
+}
+
 pub struct Registry {
     detectors: HashMap<String, Detector>,
+    /// The resident models, but for those lent out.
     models: HashMap<ModelKey, Resident>,
+    /// How many models are lent out.
+    lent: usize,
     /// last_used -> key, to find the least recently used model in O(log n).
     recency: BTreeMap<u64, ModelKey>,
     clock: u64,
@@ -107,6 +167,7 @@ impl Registry {
         Registry {
             detectors: detectors.into_iter().map(|d| (d.name.clone(), d)).collect(),
             models: HashMap::new(),
+            lent: 0,
             recency: BTreeMap::new(),
             clock: 0,
             capacity: capacity.max(1),
@@ -116,25 +177,14 @@ impl Registry {
         }
     }
 
-    /// `count` registries that split `capacity` evenly (as far as it goes: never more
-    /// registries than capacity), for a service that scores each on its own thread.
-    pub fn shards(detectors: Vec<Detector>, capacity: usize, store: Arc<dyn SnapshotStore>, count: usize) -> Vec<Self> {
-        let count = count.clamp(1, capacity.max(1));
-        (0..count)
-            .map(|i| {
-                let share = capacity / count + usize::from(i < capacity % count);
-                Registry::new(detectors.clone(), share, store.clone())
-            })
-            .collect()
-    }
-
     pub fn with_max_lateness_ms(mut self, max_lateness_ms: i64) -> Self {
         self.max_lateness_ms = max_lateness_ms;
         self
     }
 
+    /// Resident models, counting those lent out.
     pub fn resident(&self) -> usize {
-        self.models.len()
+        self.models.len() + self.lent
     }
 
     pub fn stats(&self) -> RegistryStats {
@@ -156,6 +206,14 @@ impl Registry {
         values: &[f64],
         position: Option<&SourcePosition>,
     ) -> Result<Processed, RegistryError> {
+        let key = self.touch(detector, entity)?;
+        let max_lateness_ms = self.max_lateness_ms;
+        let resident = self.models.get_mut(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
+        resident.process(&key, event_ms, values, position, max_lateness_ms)
+    }
+
+    /// Makes the model of `entity` resident (created or restored) and its most recent.
+    fn touch(&mut self, detector: &str, entity: &str) -> Result<ModelKey, RegistryError> {
         if entity.is_empty() {
             return Err(RegistryError::EmptyEntity);
         }
@@ -163,33 +221,37 @@ impl Registry {
         self.make_resident(&key)?;
         self.clock += 1;
         let clock = self.clock;
-        let resident = self.models.get_mut(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
+        if let Some(resident) = self.models.get_mut(&key) {
+            self.recency.remove(&resident.last_used);
+            self.recency.insert(clock, key.clone());
+            resident.last_used = clock;
+        }
+        Ok(key)
+    }
+
+    /// Takes the model of `entity` out of the registry (created or restored as
+    /// [`Registry::process`] would), so that a batch can score several models on
+    /// several threads; [`Registry::give_back`] returns it. While it is out it cannot
+    /// be evicted, and it counts against the capacity.
+    pub fn lend(&mut self, detector: &str, entity: &str) -> Result<Lent, RegistryError> {
+        let key = self.touch(detector, entity)?;
+        let resident = self.models.remove(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
         self.recency.remove(&resident.last_used);
-        self.recency.insert(clock, key.clone());
-        resident.last_used = clock;
-        if let Some(position) = position {
-            if resident.positions.iter().any(|learned| position.is_at_or_before(learned)) {
-                return Ok(Processed::AlreadyLearned);
-            }
+        self.lent += 1;
+        Ok(Lent { key, resident, max_lateness_ms: self.max_lateness_ms })
+    }
+
+    /// Returns a model from [`Registry::lend`]; if more models were lent than the
+    /// capacity holds, the least recently used go to the snapshot store now.
+    pub fn give_back(&mut self, lent: Lent) -> Result<(), RegistryError> {
+        let Lent { key, resident, .. } = lent;
+        self.lent = self.lent.saturating_sub(1);
+        self.recency.insert(resident.last_used, key.clone());
+        self.models.insert(key, resident);
+        while self.models.len() + self.lent > self.capacity && !self.recency.is_empty() {
+            self.evict_least_recent()?;
         }
-        if let Some(latest) = resident.latest_event_ms {
-            if latest - event_ms > self.max_lateness_ms {
-                return Err(RegistryError::Late {
-                    entity: entity.to_owned(),
-                    event_ms,
-                    late_ms: latest - event_ms,
-                    max_ms: self.max_lateness_ms,
-                });
-            }
-        }
-        let output = resident.model.process(values)?;
-        resident.last_score = output.anomaly_score;
-        resident.latest_event_ms = Some(resident.latest_event_ms.map_or(event_ms, |l| l.max(event_ms)));
-        if let Some(position) = position {
-            resident.positions.retain(|p| !(p.stream == position.stream && p.shard == position.shard));
-            resident.positions.push(position.clone());
-        }
-        Ok(Processed::Scored(output))
+        Ok(())
     }
 
     /// Loads or creates the model of `key`, evicting the least recently used one if full.
@@ -216,7 +278,7 @@ impl Registry {
         if let Some(old) = self.models.remove(key) {
             self.recency.remove(&old.last_used);
         }
-        if self.models.len() >= self.capacity {
+        if self.models.len() + self.lent >= self.capacity {
             self.evict_least_recent()?;
         }
         self.clock += 1;
@@ -396,6 +458,34 @@ mod tests {
         assert_eq!(large.stats(), RegistryStats { created: 3, evicted: 0, restored: 0 });
         let _ = std::fs::remove_file(small_path);
         let _ = std::fs::remove_file(large_path);
+    }
+
+    #[test]
+    fn lent_models_score_as_in_place_and_the_capacity_holds_when_they_come_back() {
+        let (lending_store, lending_path) = store("lending");
+        let (plain_store, plain_path) = store("plain");
+        let mut lending = Registry::new(vec![detector()], 2, lending_store);
+        let mut plain = Registry::new(vec![detector()], 2, plain_store);
+        for round in 0..50 {
+            // Three models out at once, over a capacity of two.
+            let mut lent: Vec<Lent> =
+                (0..3).map(|s| lending.lend("iot", &format!("sensor-{s}")).expect("lent")).collect();
+            assert_eq!(lending.resident(), 3, "lent models count as resident");
+            for i in round * 30..(round + 1) * 30 {
+                let (entity, value) = reading(i);
+                let model = lent.iter_mut().find(|l| l.key().entity == entity).expect("lent model");
+                let a = model.process(i as i64, &[value], None).expect("lent");
+                let b = plain.process("iot", &entity, i as i64, &[value], None).expect("plain");
+                assert_eq!(a, b, "record {i}");
+            }
+            for model in lent {
+                lending.give_back(model).expect("given back");
+            }
+            assert_eq!(lending.resident(), 2, "back within the capacity");
+        }
+        assert!(lending.stats().evicted >= 50 && lending.stats().restored >= 49, "{:?}", lending.stats());
+        let _ = std::fs::remove_file(lending_path);
+        let _ = std::fs::remove_file(plain_path);
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Catalog {
 
     pub fn create(&self, scorer: &Scorer, toml: &str) -> Result<Entry, CatalogError> {
         let detector = parse(toml)?;
-        scorer.each_registry(|registry| registry.create_detector(detector.clone()))?;
+        scorer.registry().create_detector(detector.clone())?;
         self.store.put_detector_config(&detector.name, toml)?;
         self.texts().insert(detector.name.clone(), toml.to_owned());
         Ok(Entry { detector, toml: toml.to_owned() })
@@ -122,10 +122,13 @@ impl Catalog {
         if detector.name != name {
             return Err(CatalogError::NameMismatch { expected: name.to_owned(), given: detector.name });
         }
-        scorer.each_registry(|registry| match registry.detector(name) {
-            None => Err(RegistryError::UnknownDetector(name.to_owned())),
-            Some(_) => registry.replace_detector(detector.clone()),
-        })?;
+        {
+            let mut registry = scorer.registry();
+            if registry.detector(name).is_none() {
+                return Err(RegistryError::UnknownDetector(name.to_owned()).into());
+            }
+            registry.replace_detector(detector.clone())?;
+        }
         self.store.put_detector_config(name, toml)?;
         self.texts().insert(name.to_owned(), toml.to_owned());
         Ok(Entry { detector, toml: toml.to_owned() })
@@ -148,7 +151,7 @@ impl Catalog {
 
     /// Deletes detector `name` with its models; returns how many models.
     pub fn delete(&self, scorer: &Scorer, name: &str) -> Result<u64, CatalogError> {
-        let deleted = scorer.each_registry(|registry| registry.remove_detector(name))?.into_iter().sum();
+        let deleted = scorer.registry().remove_detector(name)?;
         self.store.delete_detector_config(name)?;
         self.texts().remove(name);
         Ok(deleted)

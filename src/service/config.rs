@@ -147,9 +147,9 @@ pub struct ModelsConfig {
     /// How much older than its entity's latest record (ms) a record may be and still
     /// be scored; older ones are dead-lettered.
     pub max_lateness_ms: i64,
-    /// Threads a batch is scored on; 0: one per CPU core. The models are split into
-    /// this many shards by entity (each with its share of `max_resident`), and each
-    /// shard of a batch is scored on its own thread.
+    /// Threads a batch is scored on; 0: one per CPU core. A batch's models are split
+    /// over them by their number of records (each entity's records stay in order on
+    /// one thread).
     pub scoring_threads: usize,
 }
 

@@ -120,13 +120,11 @@ pub async fn run(
     let store = Arc::new(EmbeddedStore::open(&cfg.store.path)?);
     let builtin = if cfg.simulator.enabled { vec![simulator::DETECTOR_TOML] } else { Vec::new() };
     let (catalog, detectors) = Catalog::load(&cfg.models.detectors, &builtin, store.clone())?;
-    let registries = Registry::shards(detectors, cfg.models.max_resident, store.clone(), cfg.models.scoring_threads())
-        .into_iter()
-        .map(|registry| registry.with_max_lateness_ms(cfg.models.max_lateness_ms))
-        .collect();
+    let registry = Registry::new(detectors, cfg.models.max_resident, store.clone())
+        .with_max_lateness_ms(cfg.models.max_lateness_ms);
     let metrics = Arc::new(Metrics::default());
     let (deliveries, queued) = queue::queue(queue::DEFAULT_CAPACITY);
-    let scorer = Arc::new(Scorer::new(registries, metrics.clone(), deliveries));
+    let scorer = Arc::new(Scorer::new(registry, cfg.models.scoring_threads(), metrics.clone(), deliveries));
     let (drain, drained) = oneshot::channel();
     let uses_aws =
         !cfg.kinesis.is_empty() || cfg.dead_letters != DeadLetterConfig::default() || cfg.sns.topic_arn.is_some();
@@ -256,7 +254,7 @@ pub async fn run(
     let _ = drain.send(());
     let _ = writer.await;
     tracing::info!("snapshotting models");
-    let flushed = tokio::task::spawn_blocking(move || scorer.each_registry(|registry| registry.flush())).await?;
+    let flushed = tokio::task::spawn_blocking(move || scorer.registry().flush()).await?;
     flushed.context("snapshotting models at shutdown")?;
     tracing::info!("stopped");
     Ok(())

@@ -4,12 +4,11 @@
 //! threads); delivery is async, so a slow sink slows the sources instead of growing a
 //! queue.
 //!
-//! The models are split by (detector, entity) into shards, each a registry of its own,
-//! and a batch scores each shard's records on its own thread: one entity's records stay
-//! in order in one shard, and a batch of many entities uses every core.
+//! A batch lends its models out of the registry and splits them over threads by their
+//! number of records: one entity's records stay in order on one thread, and a batch of
+//! many entities uses every core, evenly loaded even when it holds only a few entities.
 
-use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -17,7 +16,7 @@ use std::time::Instant;
 use super::live::{LiveSnapshot, LiveView};
 use super::telemetry::Metrics;
 use crate::detector::config::Detector;
-use crate::detector::registry::{Processed, Registry, RegistryError, RegistryStats};
+use crate::detector::registry::{Lent, Processed, Registry, RegistryError};
 use crate::event::{now_ms, Alert, Attribution, DeadLetter, Record, ScoredEvent};
 use crate::sink::queue;
 
@@ -73,8 +72,8 @@ impl From<RegistryError> for RecordError {
 /// Batches up to this many records are scored without a hand-off to the blocking pool:
 /// tens of microseconds, less than the hand-off itself.
 const INLINE_RECORDS: usize = 16;
-/// Smaller batches score their shards one after the other on the calling thread: a
-/// thread costs tens of microseconds to start, the time of a few records.
+/// Smaller batches score all their models on the calling thread: a thread costs tens
+/// of microseconds to start, the time of a few records.
 const PARALLEL_RECORDS: usize = 64;
 
 /// What one scoring call hands to the sinks.
@@ -88,18 +87,16 @@ pub struct Delivery {
 }
 
 pub struct Scorer {
-    shards: Vec<Shard>,
+    registry: Mutex<Registry>,
+    /// Threads one batch's models are scored on.
+    threads: usize,
     live: Mutex<LiveView>,
     metrics: Arc<Metrics>,
     sink: queue::Sender,
     /// Makes the ids of records that bring neither an id nor a source position unique.
     next_id: AtomicU64,
-}
-
-/// One shard's registry, and its model gauges as of its last batch (so that a batch
-/// reports the totals without locking the other shards).
-struct Shard {
-    registry: Mutex<Registry>,
+    /// The model gauges as of the last batch, so that the live page and the metrics
+    /// read them without waiting for the registry while a batch is scored.
     resident: AtomicUsize,
     memory_bytes: AtomicUsize,
     /// When `memory_bytes` was last measured (ms): it walks every model, so at most
@@ -114,17 +111,24 @@ type Failed = Box<(RecordError, Record)>;
 /// A record's outcome: its event, or why not.
 type Scored = Result<ScoredEvent, Failed>;
 
-/// What scoring one shard's part of a batch gave.
-struct ShardOutcome {
-    /// Per record, its index in the batch and its outcome.
+/// A valid record (its index in the batch, and its values in feature order).
+type Valid = (usize, Record, Vec<f64>);
+
+/// One model's records of a batch, in order, with the model lent for them.
+struct Work<'d> {
+    detector: &'d Detector,
+    model: Lent,
+    records: Vec<Valid>,
+}
+
+/// What one thread's share of a batch gave: each record's outcome by its index in
+/// the batch, the models to give back, and the seconds each record took (observed
+/// after the batch: the histogram takes a lock the threads would contend for).
+#[derive(Default)]
+struct Share {
     scored: Vec<(usize, Scored)>,
-    /// The first feature of each detector scored (what the live page charts).
-    features: Vec<(String, String)>,
-    /// Seconds each record took, observed after the batch: the histogram takes a lock,
-    /// which the shards' threads would contend for on every record.
+    models: Vec<Lent>,
     score_seconds: Vec<f64>,
-    before: RegistryStats,
-    after: RegistryStats,
 }
 
 /// Takes a lock even if a thread panicked while holding it: the registry and the
@@ -153,104 +157,162 @@ fn feature_values(record: &Record, detector: &Detector) -> Result<Vec<f64>, Reco
         .collect()
 }
 
+/// Splits the work over at most `threads` shares, the largest models first, each to
+/// the share with the fewest records so far (one model's records stay in one share,
+/// in order).
+fn shares(mut work: Vec<Work<'_>>, threads: usize) -> Vec<Vec<Work<'_>>> {
+    work.sort_by_key(|w| std::cmp::Reverse(w.records.len()));
+    let mut shares: Vec<(usize, Vec<Work>)> = (0..threads.clamp(1, work.len().max(1))).map(|_| (0, Vec::new())).collect();
+    for w in work {
+        if let Some((load, share)) = shares.iter_mut().min_by_key(|(load, _)| *load) {
+            *load += w.records.len();
+            share.push(w);
+        }
+    }
+    shares.into_iter().map(|(_, share)| share).collect()
+}
+
 impl Scorer {
-    /// A scorer over `registries`, one shard each (see [`Registry::shards`]).
-    pub fn new(registries: Vec<Registry>, metrics: Arc<Metrics>, sink: queue::Sender) -> Self {
-        let shards = registries
-            .into_iter()
-            .map(|registry| Shard {
-                resident: AtomicUsize::new(registry.resident()),
-                memory_bytes: AtomicUsize::new(registry.models_memory_bytes()),
-                memory_measured_ms: AtomicI64::new(i64::MIN),
-                registry: Mutex::new(registry),
-            })
-            .collect();
-        Scorer { shards, live: Mutex::new(LiveView::default()), metrics, sink, next_id: AtomicU64::new(0) }
+    /// A scorer over `registry` that scores a batch's models on up to `threads` threads.
+    pub fn new(registry: Registry, threads: usize, metrics: Arc<Metrics>, sink: queue::Sender) -> Self {
+        Scorer {
+            resident: AtomicUsize::new(registry.resident()),
+            memory_bytes: AtomicUsize::new(registry.models_memory_bytes()),
+            memory_measured_ms: AtomicI64::new(i64::MIN),
+            registry: Mutex::new(registry),
+            threads: threads.max(1),
+            live: Mutex::new(LiveView::default()),
+            metrics,
+            sink,
+            next_id: AtomicU64::new(0),
+        }
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
-    fn shard_of(&self, detector: &str, entity: &str) -> usize {
-        // SipHash with fixed keys: the same shard for the same entity in every run.
-        let mut hasher = std::hash::DefaultHasher::new();
-        (detector, entity).hash(&mut hasher);
-        (hasher.finish() % self.shards.len() as u64) as usize
+    /// The registry (detector management, model inspection, flushing); a batch being
+    /// scored holds it.
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
     }
 
-    /// The registry that holds `entity`'s model of `detector`, for model inspection.
-    pub fn registry_of(&self, detector: &str, entity: &str) -> MutexGuard<'_, Registry> {
-        lock(&self.shards[self.shard_of(detector, entity)].registry)
-    }
-
-    /// Applies `change` to every shard's registry (detector management, flushing). All
-    /// are locked first, so no batch sees a detector on some shards and not others.
-    pub fn each_registry<T, E>(&self, change: impl FnMut(&mut Registry) -> Result<T, E>) -> Result<Vec<T>, E> {
-        let mut registries: Vec<_> = self.shards.iter().map(|shard| lock(&shard.registry)).collect();
-        registries.iter_mut().map(|registry| &mut **registry).map(change).collect()
-    }
-
-    /// Detector `name` (every shard has the same detectors).
     pub fn detector(&self, name: &str) -> Option<Detector> {
-        self.shards.first().and_then(|shard| lock(&shard.registry).detector(name).cloned())
+        self.registry().detector(name).cloned()
     }
 
     pub fn detectors(&self) -> Vec<Detector> {
-        self.shards.first().map_or(Vec::new(), |shard| lock(&shard.registry).detectors().into_iter().cloned().collect())
+        self.registry().detectors().into_iter().cloned().collect()
     }
 
     /// Scores `records` from `origin` in order: one result per record (the index of its
     /// event in the delivery, or why it was not scored), and what the sinks must get
     /// (see [`Scorer::deliver`]).
+    ///
+    /// Each model of the batch is lent out of the registry and the models are split
+    /// over threads by their number of records: a batch of many entities uses every
+    /// core, and each entity's records are still scored in order by one thread.
     pub fn score(&self, origin: &str, records: Vec<Record>) -> (Vec<Result<usize, RecordError>>, Delivery) {
         self.metrics.records_received(origin, records.len());
         let ingested_at = now_ms();
         let count = records.len();
-        let mut by_shard: Vec<Vec<(usize, Record)>> = self.shards.iter().map(|_| Vec::new()).collect();
-        for (i, record) in records.into_iter().enumerate() {
-            by_shard[self.shard_of(&record.detector, &record.entity)].push((i, record));
+        let mut slots: Vec<Option<Scored>> = (0..count).map(|_| None).collect();
+        // The first feature of each detector scored (what the live page charts).
+        let mut features: Vec<(String, String)> = Vec::new();
+        let mut registry = self.registry();
+        let before = registry.stats();
+
+        // Validate each record against its detector, and group the valid ones by model.
+        let mut groups: Vec<Vec<Valid>> = Vec::new();
+        {
+            let mut by_model: HashMap<(String, String), usize> = HashMap::new();
+            for (i, record) in records.into_iter().enumerate() {
+                let Some(detector) = registry.detector(&record.detector) else {
+                    slots[i] = Some(Err(Box::new((RecordError::UnknownDetector(record.detector.clone()), record))));
+                    continue;
+                };
+                let values = match feature_values(&record, detector) {
+                    Ok(values) => values,
+                    Err(e) => {
+                        slots[i] = Some(Err(Box::new((e, record))));
+                        continue;
+                    }
+                };
+                if !features.iter().any(|(d, _)| *d == detector.name) {
+                    features.push((detector.name.clone(), detector.features.first().cloned().unwrap_or_default()));
+                }
+                let key = (record.detector.clone(), record.entity.clone());
+                let group = *by_model.entry(key).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[group].push((i, record, values));
+            }
         }
-        let mut jobs: Vec<(usize, Vec<(usize, Record)>)> =
-            by_shard.into_iter().enumerate().filter(|(_, records)| !records.is_empty()).collect();
-        let outcomes: Vec<ShardOutcome> = if jobs.len() < 2 || count < PARALLEL_RECORDS {
-            jobs.into_iter().map(|(shard, records)| self.score_shard(shard, records, ingested_at)).collect()
-        } else {
-            // This thread takes the first shard, a scoped thread each of the others.
-            let (shard, records) = jobs.remove(0);
-            std::thread::scope(|scope| {
-                let others: Vec<_> = jobs
-                    .into_iter()
-                    .map(|(shard, records)| scope.spawn(move || self.score_shard(shard, records, ingested_at)))
-                    .collect();
-                let mut outcomes = vec![self.score_shard(shard, records, ingested_at)];
-                for other in others {
-                    match other.join() {
-                        Ok(outcome) => outcomes.push(outcome),
-                        Err(panic) => std::panic::resume_unwind(panic),
+        // Lend each model out; a model that cannot be had fails its records.
+        let mut lent = Vec::with_capacity(groups.len());
+        for records in groups {
+            let Some((_, first, _)) = records.first() else { continue };
+            match registry.lend(&first.detector, &first.entity) {
+                Ok(model) => lent.push((model, records)),
+                Err(e) => {
+                    let e = RecordError::from(e);
+                    for (i, record, _) in records {
+                        slots[i] = Some(Err(Box::new((e.clone(), record))));
                     }
                 }
-                outcomes
+            }
+        }
+        let detectors: &Registry = &registry;
+        let work: Vec<Work> = lent
+            .into_iter()
+            .filter_map(|(model, records)| {
+                let detector = detectors.detector(&model.key().detector)?;
+                Some(Work { detector, model, records })
             })
-        };
-
-        // Back in the batch's order.
-        let mut slots: Vec<Option<Scored>> = (0..count).map(|_| None).collect();
-        let mut features: Vec<(String, String)> = Vec::new();
-        let (mut before, mut after) = (RegistryStats::default(), RegistryStats::default());
-        for outcome in outcomes {
-            for (i, scored) in outcome.scored {
+            .collect();
+        let threads = if count < PARALLEL_RECORDS { 1 } else { self.threads };
+        let mut shares = shares(work, threads).into_iter();
+        let first = shares.next().unwrap_or_default();
+        // This thread takes the first share, a scoped thread each of the others.
+        let done: Vec<Share> = std::thread::scope(|scope| {
+            let others: Vec<_> =
+                shares.map(|share| scope.spawn(move || self.score_share(share, ingested_at))).collect();
+            let mut done = vec![self.score_share(first, ingested_at)];
+            for other in others {
+                match other.join() {
+                    Ok(share) => done.push(share),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            done
+        });
+        let mut score_seconds = Vec::with_capacity(count);
+        for share in done {
+            for (i, scored) in share.scored {
                 slots[i] = Some(scored);
             }
-            features.extend(outcome.features);
-            for seconds in outcome.score_seconds {
-                self.metrics.score_seconds.observe(seconds);
+            for model in share.models {
+                if let Err(e) = registry.give_back(model) {
+                    // The records were scored; a model that could not be snapshotted
+                    // on its way out starts afresh if its entity comes back.
+                    tracing::warn!("evicting a model after a batch: {e}");
+                    self.metrics.error("registry", "evict");
+                }
             }
-            for (total, part) in [(&mut before, outcome.before), (&mut after, outcome.after)] {
-                total.created += part.created;
-                total.evicted += part.evicted;
-                total.restored += part.restored;
-            }
+            score_seconds.extend(share.score_seconds);
+        }
+        let after = registry.stats();
+        self.resident.store(registry.resident(), Ordering::Relaxed);
+        if ingested_at.saturating_sub(self.memory_measured_ms.load(Ordering::Relaxed)) >= MEMORY_GAUGE_EVERY_MS {
+            self.memory_bytes.store(registry.models_memory_bytes(), Ordering::Relaxed);
+            self.memory_measured_ms.store(ingested_at, Ordering::Relaxed);
+        }
+        drop(registry);
+
+        for seconds in score_seconds {
+            self.metrics.score_seconds.observe(seconds);
         }
         let mut delivery = Delivery { events: Vec::with_capacity(count), ..Delivery::default() };
         let mut results = Vec::with_capacity(count);
@@ -306,37 +368,25 @@ impl Scorer {
         (results, delivery)
     }
 
-    /// Resident models and their bytes, over all shards.
+    /// Resident models and their bytes.
     fn model_gauges(&self) -> (usize, usize) {
-        self.shards.iter().fold((0, 0), |(resident, bytes), shard| {
-            (resident + shard.resident.load(Ordering::Relaxed), bytes + shard.memory_bytes.load(Ordering::Relaxed))
-        })
+        (self.resident.load(Ordering::Relaxed), self.memory_bytes.load(Ordering::Relaxed))
     }
 
-    /// Scores one shard's records, in order.
-    fn score_shard(&self, shard: usize, records: Vec<(usize, Record)>, ingested_at: i64) -> ShardOutcome {
-        let shard = &self.shards[shard];
-        let mut registry = lock(&shard.registry);
-        let before = registry.stats();
-        let mut features: Vec<(String, String)> = Vec::new();
-        let mut score_seconds = Vec::with_capacity(records.len());
-        let mut scored = Vec::with_capacity(records.len());
-        for (i, record) in records {
-            let outcome = self.score_one(&mut registry, record, ingested_at).map(|(event, feature, seconds)| {
-                if !features.iter().any(|(d, _)| *d == event.detector) {
-                    features.push((event.detector.clone(), feature.to_owned()));
-                }
-                score_seconds.push(seconds);
-                event
-            });
-            scored.push((i, outcome));
+    /// Scores one share of a batch: each model's records in order.
+    fn score_share(&self, share: Vec<Work<'_>>, ingested_at: i64) -> Share {
+        let mut done = Share::default();
+        for Work { detector, mut model, records } in share {
+            for (i, record, values) in records {
+                let outcome = self.score_one(detector, &mut model, record, &values, ingested_at).map(|(event, seconds)| {
+                    done.score_seconds.push(seconds);
+                    event
+                });
+                done.scored.push((i, outcome));
+            }
+            done.models.push(model);
         }
-        shard.resident.store(registry.resident(), Ordering::Relaxed);
-        if ingested_at.saturating_sub(shard.memory_measured_ms.load(Ordering::Relaxed)) >= MEMORY_GAUGE_EVERY_MS {
-            shard.memory_bytes.store(registry.models_memory_bytes(), Ordering::Relaxed);
-            shard.memory_measured_ms.store(ingested_at, Ordering::Relaxed);
-        }
-        ShardOutcome { scored, features, score_seconds, before, after: registry.stats() }
+        done
     }
 
     /// [`Scorer::score`] from async code. A few records are scored in place (with
@@ -356,24 +406,19 @@ impl Scorer {
         tokio::task::spawn_blocking(move || scorer.score(&origin, records)).await
     }
 
-    /// Scores one record; on failure gives the record back for the dead letter.
-    fn score_one<'r>(
+    /// Scores one record with its model; on failure gives the record back for the
+    /// dead letter.
+    fn score_one(
         &self,
-        registry: &'r mut Registry,
+        detector: &Detector,
+        model: &mut Lent,
         record: Record,
+        values: &[f64],
         ingested_at: i64,
-    ) -> Result<(ScoredEvent, &'r str, f64), Failed> {
-        let Some(detector) = registry.detector(&record.detector) else {
-            return Err(Box::new((RecordError::UnknownDetector(record.detector.clone()), record)));
-        };
-        let values = match feature_values(&record, detector) {
-            Ok(values) => values,
-            Err(e) => return Err(Box::new((e, record))),
-        };
+    ) -> Result<(ScoredEvent, f64), Failed> {
         let event_ms = if record.event_ms == 0 { ingested_at } else { record.event_ms };
         let started = Instant::now();
-        let output = match registry.process(&record.detector, &record.entity, event_ms, &values, record.source.as_ref())
-        {
+        let output = match model.process(event_ms, values, record.source.as_ref()) {
             Ok(Processed::Scored(output)) => output,
             Ok(Processed::AlreadyLearned) => return Err(Box::new((RecordError::AlreadyLearned, record))),
             Err(e) => return Err(Box::new((e.into(), record))),
@@ -387,8 +432,7 @@ impl Scorer {
                 format!("{}/{}/{event_ms}/{ingested_at}-{n}", record.detector, record.entity)
             }
         };
-        // Scoring succeeded, so the detector exists.
-        let features: &[String] = registry.detector(&record.detector).map_or(&[], |d| d.features.as_slice());
+        let features = &detector.features;
         let by_feature =
             |v: &[f64]| -> BTreeMap<String, f64> { features.iter().cloned().zip(v.iter().copied()).collect() };
         let event = ScoredEvent {
@@ -409,7 +453,7 @@ impl Scorer {
             steps_back: output.steps_back,
             source: record.source,
         };
-        Ok((event, features.first().map_or("", String::as_str), seconds))
+        Ok((event, seconds))
     }
 
     /// Hands a delivery to the sinks; waits while they are behind.
@@ -438,7 +482,7 @@ mod tests {
     use crate::detector::config::DetectorConfig;
     use crate::store::embedded::EmbeddedStore;
 
-    fn scorer(shards: usize, name: &str) -> Scorer {
+    fn scorer(threads: usize, name: &str) -> Scorer {
         let detector = DetectorConfig::from_toml("name = \"d\"\nentity_key = [\"id\"]\nfeatures = [\"v\"]\n")
             .and_then(|c| c.validate())
             .expect("valid");
@@ -446,7 +490,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let store = Arc::new(EmbeddedStore::open(&path).expect("store"));
         let (sink, _queued) = queue::queue(queue::DEFAULT_CAPACITY);
-        Scorer::new(Registry::shards(vec![detector], 100, store, shards), Arc::new(Metrics::default()), sink)
+        Scorer::new(Registry::new(vec![detector], 100, store), threads, Arc::new(Metrics::default()), sink)
     }
 
     fn batch(step: usize) -> Vec<Record> {
@@ -468,7 +512,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_split_over_shards_scores_as_one_registry_would_in_the_batch_order() {
+    fn a_batch_split_over_threads_scores_as_one_thread_would_in_the_batch_order() {
         let (one, three) = (scorer(1, "one"), scorer(3, "three"));
         for step in 0..4 {
             let (a, delivery_a) = one.score("test", batch(step));
@@ -484,7 +528,7 @@ mod tests {
             assert_eq!(delivery_b.dead_letters.len(), 1);
         }
         let (resident, memory_bytes) = three.model_gauges();
-        assert_eq!(resident, 6, "every entity has one model, in one shard");
+        assert_eq!(resident, 6, "every entity has one model");
         assert!(memory_bytes > 6 * 10_000, "measured on the first batch: {memory_bytes}");
         assert_eq!(three.live().series.len(), 6, "the live page charts every entity");
     }

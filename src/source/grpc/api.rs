@@ -198,7 +198,7 @@ impl proto::models_server::Models for ModelsApi {
         let proto::ModelRef { detector, entity } = request.into_inner();
         let info = self
             .scorer
-            .registry_of(&detector, &entity)
+            .registry()
             .model_info(&detector, &entity)
             .map_err(convert::registry_status)?;
         Ok(Response::new(model_info(detector, entity, info)))
@@ -211,7 +211,7 @@ impl proto::models_server::Models for ModelsApi {
         let proto::ModelRef { detector, entity } = request.into_inner();
         let snapshot = self
             .scorer
-            .registry_of(&detector, &entity)
+            .registry()
             .snapshot_model(&detector, &entity)
             .map_err(convert::registry_status)?;
         Ok(Response::new(proto::ModelSnapshot { detector, entity, snapshot }))
@@ -224,7 +224,7 @@ impl proto::models_server::Models for ModelsApi {
         let proto::RestoreModelRequest { detector, entity, snapshot } = request.into_inner();
         let info = self
             .scorer
-            .registry_of(&detector, &entity)
+            .registry()
             .restore_model(&detector, &entity, &snapshot)
             .map_err(convert::registry_status)?;
         Ok(Response::new(model_info(detector, entity, info)))
