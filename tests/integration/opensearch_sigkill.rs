@@ -3,6 +3,9 @@
 //! same store and lease table. Afterwards every record is exactly one document (ids come
 //! from source positions, so what is read again overwrites), the checkpoints are at the
 //! end of each shard, and no checkpoint ever passed a record OpenSearch did not have.
+//! Then the same kill while models are evicted on every record and OpenSearch is away:
+//! the batch read again must still be indexed, though the models' snapshots say they
+//! have learned it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -18,7 +21,8 @@ use rcfd::service::config::SimulatorConfig;
 use rcfd::source::simulator::Readings;
 use serde_json::{json, Value};
 
-use crate::servers::{active_stream, aws_config, checkpoints, opensearch_url, poll_until, unique_name};
+use crate::opensearch_outage::Relay;
+use crate::servers::{active_stream, aws_config, checkpoints, metrics, opensearch_url, poll_until, unique_name};
 
 const SENSORS: usize = 4;
 const TICKS: usize = 500;
@@ -210,4 +214,87 @@ async fn sigkill_mid_stream_with_the_opensearch_sink_loses_and_duplicates_nothin
     let _ = std::fs::remove_dir_all(&dir);
     let _ = kinesis.delete_stream().stream_name(&stream).send().await;
     let _ = dynamodb.delete_table().table_name(&table).send().await;
+}
+
+/// A model evicted (its snapshot made durable, with the position of its last record)
+/// while its records' batch is still on its way to OpenSearch, then SIGKILL: the batch
+/// is read again, and its records must be indexed, though the snapshot says the model
+/// has learned them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_a_model_evicted_before_they_were_indexed_are_indexed_after_sigkill() {
+    let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
+    aws_config("AWS_ENDPOINT_URL_DYNAMODB").await;
+    let url = opensearch_url();
+    let relay = Relay::start(url.trim_start_matches("http://").trim_end_matches('/').to_owned()).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
+    let (stream, table, prefix) =
+        (unique_name("rcfd-evict"), unique_name("rcfd-leases"), unique_name("rcfd-evict").to_lowercase());
+    active_stream(&kinesis, &stream, 1).await;
+
+    let dir = std::env::temp_dir().join(unique_name("rcfd-evict"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let free_port =
+        || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let http_port = free_port();
+    let config = dir.join("rcfd.toml");
+    // Room for two models, three entities taking turns: every record evicts one.
+    let text = format!(
+        "[grpc]\nlisten = '127.0.0.1:{}'\n[http]\nlisten = '127.0.0.1:{http_port}'\n[store]\npath = '{}'\n\
+         [models]\ndetectors = ['{models}']\nmax_resident = 2\nscoring_threads = 1\n\
+         [opensearch]\nurl = 'http://{}'\nindex_prefix = '{prefix}'\n\
+         [[kinesis]]\nstream = '{stream}'\ndetector = 'iot-sensor'\nlease_table = '{table}'\nworker_id = 'worker-a'\n\
+         lease_duration_ms = 1500\n[kinesis.decoder]\nformat = 'json'\nevent_time = 'ts'\n",
+        free_port(),
+        dir.join("rcfd.redb").display(),
+        relay.address
+    );
+    std::fs::write(&config, text).expect("config");
+    let http: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
+
+    // Started with OpenSearch there (it installs the index template), which then goes
+    // away before the records come: their batch waits in the sink's retries.
+    let mut serving = Serving::start(&config, &dir.join("killed.log"));
+    poll_until("the shard taken", Duration::from_secs(60), || async {
+        let m = metrics(http).await?;
+        m.keys().any(|k| k.starts_with("rcfd_millis_behind_latest")).then_some(())
+    })
+    .await;
+    relay.down();
+    const EVICTING: usize = 30;
+    let entries: Vec<PutRecordsRequestEntry> = (0..EVICTING)
+        .map(|i| {
+            let entity = format!("sensor-{}", i % 3);
+            let body = format!(
+                r#"{{"iotName": "{entity}", "iotValue": {}, "ts": {}}}"#,
+                10 + i % 7,
+                1_700_000_000_000 + i * 1_000
+            );
+            PutRecordsRequestEntry::builder().partition_key(entity).data(Blob::new(body)).build().expect("entry")
+        })
+        .collect();
+    let put = kinesis.put_records().stream_name(&stream).set_records(Some(entries)).send().await.expect("PutRecords");
+    assert_eq!(put.failed_record_count, Some(0));
+    poll_until("the records scored (and models evicted)", Duration::from_secs(60), || async {
+        let m = metrics(http).await?;
+        let scored: f64 = m.iter().filter(|(k, _)| k.starts_with("rcfd_records_scored_total")).map(|(_, v)| v).sum();
+        (scored >= EVICTING as f64).then_some(())
+    })
+    .await;
+    serving.kill();
+    relay.up();
+
+    let mut serving = Serving::start(&config, &dir.join("restarted.log"));
+    // Polled to a deadline by hand, so that a shortfall reports how many arrived.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut ids = indexed_ids(&client, &prefix).await;
+    while ids.len() < EVICTING && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ids = indexed_ids(&client, &prefix).await;
+    }
+    serving.kill();
+    assert_eq!(ids.len(), EVICTING, "one document per record");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = kinesis.delete_stream().stream_name(&stream).send().await;
 }
