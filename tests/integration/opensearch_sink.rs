@@ -2,7 +2,8 @@
 //! in its daily index (through the alias), ids make a resend overwrite, the injected
 //! anomalies are the top-scoring documents, and a document OpenSearch refuses (a
 //! mapping conflict) becomes a dead letter with the reason. With several node URLs, one
-//! that refuses connections is passed over.
+//! that refuses connections is passed over; a retention policy on a cluster without
+//! the ISM plugin is a warning, not a failure.
 
 use opensearch::http::transport::Transport;
 use opensearch::indices::{IndicesCreateParts, IndicesGetIndexTemplateParts, IndicesRefreshParts};
@@ -193,4 +194,27 @@ async fn a_node_that_cannot_be_reached_is_passed_over_and_every_document_arrives
     let _ = std::fs::remove_file(&store);
     let _ =
         client.indices().delete(opensearch::indices::IndicesDeleteParts::Index(&[&format!("{prefix}-*")])).send().await;
+}
+
+/// The node here has no ISM plugin (see INFRA.md), so only this path is tested against
+/// a real server; installing the policy on a cluster with the plugin is tested on
+/// canned answers only (`src/sink/opensearch/retention.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_days_without_the_ism_plugin_is_a_warning_not_a_failure() {
+    use rcfd::sink::opensearch::config::OpenSearchConfig;
+    use rcfd::sink::opensearch::retention::{self, Outcome};
+    use rcfd::sink::opensearch::sink::OpenSearchSink;
+    let url = opensearch_url();
+    let prefix = unique_name("rcfd-retention").to_lowercase();
+    let config = OpenSearchConfig {
+        url: Some(url.clone()),
+        index_prefix: prefix.clone(),
+        retention_days: Some(30),
+        ..OpenSearchConfig::default()
+    };
+    let nodes = config.validate().expect("valid");
+    let sink = OpenSearchSink::connect(&config, &nodes, None).await.expect("starts without the plugin");
+    assert!(sink.is_some(), "the sink is there");
+    let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
+    assert_eq!(retention::install(&client, &prefix, 30).await, Outcome::NoPlugin);
 }

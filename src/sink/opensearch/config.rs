@@ -8,6 +8,8 @@ pub const DEFAULT_INDEX_PREFIX: &str = "rcfd-events";
 /// As Kinesis Data Firehose: items refused with 429 or 5xx are retried for this long.
 pub const DEFAULT_RETRY_BUDGET_SECONDS: u64 = 300;
 pub const DEFAULT_MAX_BULK_BYTES: usize = 5 * 1024 * 1024;
+/// Ten years: anything longer is almost certainly a unit mistake.
+pub const MAX_RETENTION_DAYS: u32 = 3_650;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,6 +35,10 @@ pub struct OpenSearchConfig {
     /// A PEM file with the CA that signed the node's certificate (instead of the
     /// system's trusted CAs).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Delete daily indices this many days after they were created, with an Index
+    /// State Management policy installed at start. Unset: indices are kept. Without
+    /// the ISM plugin rcfd logs a warning and indexes on.
+    pub retention_days: Option<u32>,
     /// Sign requests with AWS SigV4 (Amazon OpenSearch Service), credentials and region
     /// from the standard AWS chain.
     pub aws_sigv4: bool,
@@ -51,6 +57,7 @@ impl Default for OpenSearchConfig {
             retry_budget_seconds: DEFAULT_RETRY_BUDGET_SECONDS,
             max_bulk_bytes: DEFAULT_MAX_BULK_BYTES,
             ca_file: None,
+            retention_days: None,
             aws_sigv4: false,
             aws_service: "es".into(),
         }
@@ -115,6 +122,13 @@ impl OpenSearchConfig {
         }
         if self.max_bulk_bytes < 1024 {
             return fail("max_bulk_bytes", self.max_bulk_bytes.to_string(), "at least 1024");
+        }
+        if self.retention_days.is_some_and(|days| !(1..=MAX_RETENTION_DAYS).contains(&days)) {
+            return fail(
+                "retention_days",
+                format!("{:?}", self.retention_days),
+                &format!("1 to {MAX_RETENTION_DAYS} (or unset: keep indices)"),
+            );
         }
         if self.aws_sigv4 && self.username.is_some() {
             return fail(

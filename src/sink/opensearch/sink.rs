@@ -14,6 +14,7 @@ use opensearch::{BulkParts, OpenSearch};
 use serde_json::Value;
 
 use super::config::{OpenSearchConfig, Url};
+use super::retention;
 use super::retry::classify;
 use super::template::{daily_index, index_template};
 use crate::event::ScoredEvent;
@@ -139,6 +140,9 @@ impl OpenSearchSink {
             max_bulk_bytes: config.max_bulk_bytes,
         };
         sink.install_template().await?;
+        if let Some(days) = config.retention_days {
+            retention::install(&sink.nodes.pick().client, &sink.prefix, days).await;
+        }
         Ok(Some(sink))
     }
 
