@@ -123,10 +123,10 @@ impl OpenSearchConfig {
         if self.max_bulk_bytes < 1024 {
             return fail("max_bulk_bytes", self.max_bulk_bytes.to_string(), "at least 1024");
         }
-        if self.retention_days.is_some_and(|days| !(1..=MAX_RETENTION_DAYS).contains(&days)) {
+        if let Some(days) = self.retention_days.filter(|days| !(1..=MAX_RETENTION_DAYS).contains(days)) {
             return fail(
                 "retention_days",
-                format!("{:?}", self.retention_days),
+                days.to_string(),
                 &format!("1 to {MAX_RETENTION_DAYS} (or unset: keep indices)"),
             );
         }
@@ -192,5 +192,16 @@ mod tests {
 
         let twice = with(None, Some(&["http://a:9200", "http://a:9200/"])).validate().expect_err("twice");
         assert_eq!(twice.0, "opensearch.urls[1]");
+    }
+
+    #[test]
+    fn retention_days_are_one_to_ten_years_or_unset() {
+        let days =
+            |d: Option<u32>| OpenSearchConfig { retention_days: d, ..with(Some("http://a:9200"), None) }.validate();
+        assert!(days(None).is_ok() && days(Some(1)).is_ok() && days(Some(MAX_RETENTION_DAYS)).is_ok());
+        for bad in [0, MAX_RETENTION_DAYS + 1] {
+            let e = days(Some(bad)).expect_err("out of range");
+            assert_eq!((e.0.as_str(), e.1.clone()), ("opensearch.retention_days", bad.to_string()));
+        }
     }
 }
