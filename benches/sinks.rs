@@ -92,11 +92,14 @@ async fn start_with(url: &str, prefix: &str, extra: &str) -> Service {
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
-    let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
-    DetectorsClient::new(channel.clone())
-        .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
-        .await
-        .expect("detector");
+    // A config with its own models directory brings the detector with it.
+    if !extra.contains("[models]") {
+        let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
+        DetectorsClient::new(channel.clone())
+            .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
+            .await
+            .expect("detector");
+    }
     Service { channel, stop, task, store }
 }
 
