@@ -148,14 +148,16 @@ async fn a_node_that_cannot_be_reached_is_passed_over_and_every_document_arrives
     let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
     let prefix = unique_name("rcfd-nodes").to_lowercase();
     let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-nodes")));
-    // Port 1 refuses connections. It comes first, so the index template is installed
-    // through the fail-over too, and batches are small, so many requests are sent.
+    // Ports 1 and 2 refuse connections. The first node is tried for the index template
+    // (and passed over); the third is still up when the _bulk requests come round to
+    // it, so a _bulk fails over too. Batches are small, so many requests are sent.
     let text = format!(
-        "[store]\npath = '{}'\n[opensearch]\nurls = ['http://127.0.0.1:1', '{url}']\nindex_prefix = '{prefix}'\n",
+        "[store]\npath = '{}'\n[opensearch]\nurls = ['http://127.0.0.1:1', '{url}', 'http://127.0.0.1:2']\n\
+         index_prefix = '{prefix}'\n",
         store.display()
     );
     let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
-    assert_eq!(config.opensearch_nodes.len(), 2);
+    assert_eq!(config.opensearch_nodes.len(), 3);
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = grpc.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
