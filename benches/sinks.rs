@@ -1,11 +1,16 @@
 //! The OpenSearch sink against a real node (issue 7): records per second from gRPC
 //! `Score` batches through rcfd (scoring, the journal, the sink) until every document
 //! is searchable, against a plain `_bulk` load of the same documents into the same node
-//! in the same run; then the event-to-searchable latency at half of rcfd's rate.
+//! in the same run; then the event-to-searchable latency at half of rcfd's rate. Then
+//! the same with Kinesis as the source: the records already in a kinesis-mock stream,
+//! rcfd started on it (leases in moto's DynamoDB) and timed until every document is
+//! searchable, against a plain `_bulk` of the documents it indexed.
 //!
 //! Needs a running node: `RCFD_TEST_OPENSEARCH_URL` (for example from
-//! `scripts/test.sh --servers`); without it the bench says so and does nothing.
-//! Run: `cargo bench --bench sinks`.
+//! `scripts/test.sh --servers`); without it the bench says so and does nothing. The
+//! Kinesis part also needs `AWS_ENDPOINT_URL_KINESIS` and `AWS_ENDPOINT_URL_DYNAMODB`
+//! (skipped without them).
+//! Run: `cargo bench --bench sinks` (both), `-- grpc` or `-- kinesis` (one of them).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,6 +27,11 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
+/// Sample size 256, as the service detector (`models/iot-sensor.toml`) and
+/// `benches/grpc.rs`: with the NAB default of 1024 scoring costs 2.5x as much and this
+/// becomes a bench of the forest rather than of the sink.
+const DETECTOR: &str =
+    "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n[forest]\nsample_size = 256\n";
 /// Records per measured run, in `Score` batches of `BATCH` (one `_bulk` each).
 const RECORDS: usize = 40_000;
 const BATCH: usize = 1_000;
@@ -68,10 +78,15 @@ struct Service {
 }
 
 async fn start(url: &str, prefix: &str) -> Service {
+    start_with(url, prefix, "").await
+}
+
+/// As [`start`], with `extra` (TOML) at the end of the config.
+async fn start_with(url: &str, prefix: &str, extra: &str) -> Service {
     let store = std::env::temp_dir().join(format!("{prefix}.redb"));
     let _ = std::fs::remove_file(&store);
     let text = format!(
-        "[http]\nenabled = false\n[store]\npath = '{}'\n[opensearch]\nurl = '{url}'\nindex_prefix = '{prefix}'\n",
+        "[http]\nenabled = false\n[store]\npath = '{}'\n[opensearch]\nurl = '{url}'\nindex_prefix = '{prefix}'\n{extra}",
         store.display()
     );
     let config = Config::from_toml_with_env(&text, Vec::new()).expect("config").validate().expect("valid");
@@ -82,11 +97,13 @@ async fn start(url: &str, prefix: &str) -> Service {
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
-    let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
-    DetectorsClient::new(channel.clone())
-        .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
-        .await
-        .expect("detector");
+    // A config with its own models directory brings the detector with it.
+    if !extra.contains("[models]") {
+        DetectorsClient::new(channel.clone())
+            .create_detector(proto::CreateDetectorRequest { config_toml: DETECTOR.into() })
+            .await
+            .expect("detector");
+    }
     Service { channel, stop, task, store }
 }
 
@@ -267,6 +284,110 @@ async fn searchable_latency(client: &OpenSearch, url: &str, prefix: &str, rate: 
     latencies
 }
 
+/// Shards of the bench stream, and records per GetRecords (the most Kinesis allows).
+const KINESIS_SHARDS: i32 = 4;
+const KINESIS_BATCH_LIMIT: i32 = 10_000;
+
+/// Writes `RECORDS` seed-scenario records (JSON, the entity as partition key) to a new
+/// stream of `KINESIS_SHARDS` shards; returns its name once they are all in.
+async fn kinesis_stream(kinesis: &aws_sdk_kinesis::Client, run: u32) -> String {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+    let stream = format!("rcfd-bench-{run}");
+    kinesis.create_stream().stream_name(&stream).shard_count(KINESIS_SHARDS).send().await.expect("CreateStream");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let described = kinesis.describe_stream_summary().stream_name(&stream).send().await.ok();
+        let status = described.and_then(|d| d.stream_description_summary).map(|s| s.stream_status);
+        if status == Some(StreamStatus::Active) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bench stream did not become active");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut values = Values(0xcafe);
+    let entries: Vec<PutRecordsRequestEntry> = (0..RECORDS)
+        .map(|n| {
+            let entity = format!("sensor-{}", n % ENTITIES);
+            let body = format!(r#"{{"iotName": "{entity}", "iotValue": {}, "ts": {}}}"#, values.next(), DAY + n as i64);
+            PutRecordsRequestEntry::builder().partition_key(entity).data(Blob::new(body)).build().expect("entry")
+        })
+        .collect();
+    for chunk in entries.chunks(500) {
+        let put = kinesis
+            .put_records()
+            .stream_name(&stream)
+            .set_records(Some(chunk.to_vec()))
+            .send()
+            .await
+            .expect("PutRecords");
+        assert_eq!(put.failed_record_count, Some(0), "kinesis-mock refused records");
+    }
+    stream
+}
+
+/// rcfd started on `stream` (records already in it) with the OpenSearch sink; seconds
+/// from the start until every record is searchable (start-up and lease taking
+/// included), and until the first were (with how many there were then).
+async fn kinesis_through_rcfd(client: &OpenSearch, url: &str, prefix: &str, stream: &str) -> (f64, (f64, u64)) {
+    let models = std::env::temp_dir().join(format!("{prefix}-models"));
+    std::fs::create_dir_all(&models).expect("models dir");
+    std::fs::write(models.join("sensor.toml"), DETECTOR).expect("detector");
+    let extra = format!(
+        "[models]\ndetectors = ['{}']\n[[kinesis]]\nstream = '{stream}'\ndetector = 'sensor'\nlease_table = '{prefix}-leases'\n\
+         batch_limit = {KINESIS_BATCH_LIMIT}\n[kinesis.decoder]\nformat = 'json'\nevent_time = 'ts'\n",
+        models.display()
+    );
+    let started = Instant::now();
+    let service = start_with(url, prefix, &extra).await;
+    // When the first documents are searchable: start-up (leases) and the first reads.
+    let mut first = None;
+    loop {
+        let searchable = count(client, prefix).await;
+        if searchable > 0 && first.is_none() {
+            first = Some((started.elapsed().as_secs_f64(), searchable));
+        }
+        if searchable >= RECORDS as u64 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "documents did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    service.stop().await;
+    let _ = std::fs::remove_dir_all(&models);
+    (elapsed, first.unwrap_or((elapsed, RECORDS as u64)))
+}
+
+async fn kinesis_bench(client: &OpenSearch, url: &str, run: u32) {
+    let (Ok(_), Ok(_)) = (std::env::var("AWS_ENDPOINT_URL_KINESIS"), std::env::var("AWS_ENDPOINT_URL_DYNAMODB")) else {
+        println!("sinks/kinesis: skipped (set AWS_ENDPOINT_URL_KINESIS and AWS_ENDPOINT_URL_DYNAMODB)");
+        return;
+    };
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let stream = kinesis_stream(&kinesis, run).await;
+    let prefix = format!("rcfd-bench-kinesis-{run}");
+    let (rcfd_secs, (first_secs, first_count)) = kinesis_through_rcfd(client, url, &prefix, &stream).await;
+    let docs = documents(client, &prefix).await;
+    assert_eq!(docs.len(), RECORDS, "the Kinesis run indexed every record once");
+    let plain_secs = plain_bulk(client, &format!("rcfd-bench-kinesis-plain-{run}"), &docs).await;
+    println!(
+        "sinks/kinesis: {RECORDS} records in a {KINESIS_SHARDS}-shard stream (batch_limit {KINESIS_BATCH_LIMIT}): \
+         Kinesis -> rcfd -> OpenSearch {:.0} records/s ({rcfd_secs:.2} s, start-up included), \
+         plain _bulk of the same documents in batches of {BATCH} {:.0} docs/s ({plain_secs:.2} s), ratio {:.2}",
+        RECORDS as f64 / rcfd_secs,
+        RECORDS as f64 / plain_secs,
+        plain_secs / rcfd_secs
+    );
+    println!(
+        "sinks/kinesis: the first {first_count} documents searchable {first_secs:.2} s after the start; \
+         the rest at {:.0} records/s",
+        (RECORDS as u64 - first_count) as f64 / (rcfd_secs - first_secs).max(1e-3)
+    );
+    let _ = kinesis.delete_stream().stream_name(&stream).send().await;
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
 }
@@ -276,42 +397,54 @@ fn main() {
         println!("sinks: skipped (set RCFD_TEST_OPENSEARCH_URL, e.g. from scripts/test.sh --servers)");
         return;
     };
+    // `cargo bench --bench sinks -- kinesis` runs one part (cargo adds `--bench`).
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wants = |part: &str| args.is_empty() || args.iter().any(|a| a == part);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     runtime.block_on(async {
         let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
         let run = std::process::id();
-        // A first run warms the node and rcfd up; its documents are the plain load's.
-        let warm = format!("rcfd-bench-warm-{run}");
-        through_rcfd(&client, &url, &warm).await;
-        let docs = documents(&client, &warm).await;
-        assert_eq!(docs.len(), RECORDS, "the warm-up run indexed every record");
-        let (mut rcfd_best, mut plain_best) = (f64::MAX, f64::MAX);
-        for round in 0..2 {
-            let rcfd_secs = through_rcfd(&client, &url, &format!("rcfd-bench-e2e-{run}-{round}")).await;
-            let plain_secs = plain_bulk(&client, &format!("rcfd-bench-plain-{run}-{round}"), &docs).await;
-            println!(
-                "sinks/round {round}: rcfd {:.0} records/s ({rcfd_secs:.2} s), plain _bulk {:.0} docs/s ({plain_secs:.2} s)",
-                RECORDS as f64 / rcfd_secs,
-                RECORDS as f64 / plain_secs
-            );
-            rcfd_best = rcfd_best.min(rcfd_secs);
-            plain_best = plain_best.min(plain_secs);
+        if wants("grpc") {
+            grpc_bench(&client, &url, run).await;
         }
-        let rcfd_rate = RECORDS as f64 / rcfd_best;
-        println!(
-            "sinks/throughput: {RECORDS} records in batches of {BATCH}: gRPC -> rcfd -> OpenSearch {rcfd_rate:.0} records/s, \
-             plain _bulk of the same documents {:.0} docs/s, ratio {:.2}",
-            RECORDS as f64 / plain_best,
-            plain_best / rcfd_best
-        );
-        let latencies = searchable_latency(&client, &url, &format!("rcfd-bench-latency-{run}"), rcfd_rate / 2.0).await;
-        println!(
-            "sinks/latency: at {:.0} records/s (half of the above), send -> searchable over {} probes: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-            rcfd_rate / 2.0,
-            latencies.len(),
-            percentile(&latencies, 0.50) * 1e3,
-            percentile(&latencies, 0.99) * 1e3,
-            latencies.last().copied().unwrap_or(f64::NAN) * 1e3
-        );
+        if wants("kinesis") {
+            kinesis_bench(&client, &url, run).await;
+        }
     });
+}
+
+async fn grpc_bench(client: &OpenSearch, url: &str, run: u32) {
+    // A first run warms the node and rcfd up; its documents are the plain load's.
+    let warm = format!("rcfd-bench-warm-{run}");
+    through_rcfd(client, url, &warm).await;
+    let docs = documents(client, &warm).await;
+    assert_eq!(docs.len(), RECORDS, "the warm-up run indexed every record");
+    let (mut rcfd_best, mut plain_best) = (f64::MAX, f64::MAX);
+    for round in 0..2 {
+        let rcfd_secs = through_rcfd(client, url, &format!("rcfd-bench-e2e-{run}-{round}")).await;
+        let plain_secs = plain_bulk(client, &format!("rcfd-bench-plain-{run}-{round}"), &docs).await;
+        println!(
+            "sinks/round {round}: rcfd {:.0} records/s ({rcfd_secs:.2} s), plain _bulk {:.0} docs/s ({plain_secs:.2} s)",
+            RECORDS as f64 / rcfd_secs,
+            RECORDS as f64 / plain_secs
+        );
+        rcfd_best = rcfd_best.min(rcfd_secs);
+        plain_best = plain_best.min(plain_secs);
+    }
+    let rcfd_rate = RECORDS as f64 / rcfd_best;
+    println!(
+        "sinks/throughput: {RECORDS} records in batches of {BATCH}: gRPC -> rcfd -> OpenSearch {rcfd_rate:.0} records/s, \
+         plain _bulk of the same documents {:.0} docs/s, ratio {:.2}",
+        RECORDS as f64 / plain_best,
+        plain_best / rcfd_best
+    );
+    let latencies = searchable_latency(client, url, &format!("rcfd-bench-latency-{run}"), rcfd_rate / 2.0).await;
+    println!(
+        "sinks/latency: at {:.0} records/s (half of the above), send -> searchable over {} probes: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        rcfd_rate / 2.0,
+        latencies.len(),
+        percentile(&latencies, 0.50) * 1e3,
+        percentile(&latencies, 0.99) * 1e3,
+        latencies.last().copied().unwrap_or(f64::NAN) * 1e3
+    );
 }

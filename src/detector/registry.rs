@@ -35,8 +35,9 @@ pub enum RegistryError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Processed {
     Scored(Output),
-    /// The model already learned this record (a replay after a restart): not again.
-    AlreadyLearned,
+    /// The model already learned this record (a replay after a restart): scored by a
+    /// copy of the model, so that it is not learned twice.
+    AlreadyLearned(Output),
 }
 
 /// What an inspection shows of one model.
@@ -90,7 +91,12 @@ impl Resident {
     ) -> Result<Processed, RegistryError> {
         if let Some(position) = position {
             if self.positions.iter().any(|learned| position.is_at_or_before(learned)) {
-                return Ok(Processed::AlreadyLearned);
+                // A snapshot (an eviction) can be durable before the sinks have the
+                // record's batch; the source then reads it again after a crash, and the
+                // sinks must still get it. A throwaway copy scores it: a copy costs the
+                // model's size, and replays are only the records after a checkpoint.
+                let output = self.model.clone().process(values)?;
+                return Ok(Processed::AlreadyLearned(output));
             }
         }
         if let Some(latest) = self.latest_event_ms {
@@ -500,7 +506,9 @@ mod tests {
         }
         let mut registry = Registry::new(vec![detector()], 10, store);
         let replayed = registry.process("iot", "sensor-0", 99, &[1.0], Some(&at(99))).expect("replay");
-        assert_eq!(replayed, Processed::AlreadyLearned);
+        assert!(matches!(replayed, Processed::AlreadyLearned(_)), "{replayed:?}");
+        let seen = registry.model_info("iot", "sensor-0").map(|i| i.points_seen).ok();
+        assert_eq!(seen, Some(100), "scored, not learned again");
         let next = registry.process("iot", "sensor-0", 100, &[1.0], Some(&at(100))).expect("new");
         assert!(matches!(next, Processed::Scored(_)));
         assert_eq!(registry.stats().restored, 1);

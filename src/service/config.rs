@@ -39,7 +39,7 @@ pub struct Config {
     pub kinesis: Vec<crate::source::kinesis::config::KinesisConfig>,
     /// Where dead letters go besides the embedded journal.
     pub dead_letters: crate::sink::dead_letter::DeadLetterConfig,
-    /// Index every scored event in OpenSearch (when `url` is set).
+    /// Index every scored event in OpenSearch (when `url` or `urls` is set).
     pub opensearch: crate::sink::opensearch::config::OpenSearchConfig,
     /// Send alerts to an SNS topic (when `topic_arn` is set).
     pub sns: crate::sink::sns::SnsConfig,
@@ -213,6 +213,8 @@ fn error(field: &str, value: impl std::fmt::Debug, allowed: impl Into<String>) -
 pub struct ServiceConfig {
     pub grpc_listen: SocketAddr,
     pub http_listen: Option<SocketAddr>,
+    /// `opensearch.url` or `opensearch.urls`, parsed; empty: no OpenSearch sink.
+    pub opensearch_nodes: Vec<crate::sink::opensearch::config::Url>,
     pub config: Config,
 }
 
@@ -329,7 +331,8 @@ impl Config {
                 return Err(error("simulator.sensors", 0, "at least 1 sensor, or simulator.wave = true"));
             }
         }
-        self.opensearch.validate().map_err(|(field, value, allowed)| ConfigError { field, value, allowed })?;
+        let opensearch_nodes =
+            self.opensearch.validate().map_err(|(field, value, allowed)| ConfigError { field, value, allowed })?;
         if self.sns.cooldown_ms < 0 {
             return Err(error("sns.cooldown_ms", self.sns.cooldown_ms, "0 or more"));
         }
@@ -357,7 +360,7 @@ impl Config {
                 allowed,
             })?;
         }
-        Ok(ServiceConfig { grpc_listen, http_listen, config: self })
+        Ok(ServiceConfig { grpc_listen, http_listen, opensearch_nodes, config: self })
     }
 }
 

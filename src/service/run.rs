@@ -131,7 +131,7 @@ pub async fn run(
     let aws =
         if uses_aws { Some(aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await) } else { None };
     let dead_letters = aws.as_ref().and_then(|aws| DeadLetterTarget::build(&cfg.dead_letters, aws));
-    let opensearch = OpenSearchSink::connect(&cfg.opensearch, aws.as_ref()).await?;
+    let opensearch = OpenSearchSink::connect(&cfg.opensearch, &config.opensearch_nodes, aws.as_ref()).await?;
     let sns = aws.as_ref().and_then(|aws| SnsSink::new(&cfg.sns, aws, store.clone(), metrics.clone()));
     let sinks =
         chain::Sinks { store: store.clone(), keep: cfg.store.keep_events, opensearch, sns, dead_letters, metrics };

@@ -36,8 +36,6 @@ pub enum RecordError {
     Infinite { name: String, value: f64 },
     #[error("event_time_ms: {0}")]
     Late(String),
-    #[error("already learned: the model's snapshot includes this record's source position")]
-    AlreadyLearned,
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -52,7 +50,6 @@ impl RecordError {
             RecordError::MissingFeature { .. } => "missing_feature",
             RecordError::Infinite { .. } => "infinite_value",
             RecordError::Late(_) => "late",
-            RecordError::AlreadyLearned => "already_learned",
             RecordError::Internal(_) => "internal",
         }
     }
@@ -337,9 +334,6 @@ impl Scorer {
                     results.push(Ok(delivery.events.len()));
                     delivery.events.push(event);
                 }
-                Err(failed) if matches!(failed.0, RecordError::AlreadyLearned) => {
-                    results.push(Err(RecordError::AlreadyLearned))
-                }
                 Err(failed) => {
                     let (e, record) = *failed;
                     let letter = DeadLetter {
@@ -420,7 +414,12 @@ impl Scorer {
         let started = Instant::now();
         let output = match model.process(event_ms, values, record.source.as_ref()) {
             Ok(Processed::Scored(output)) => output,
-            Ok(Processed::AlreadyLearned) => return Err(Box::new((RecordError::AlreadyLearned, record))),
+            // Read again after a crash: the sinks get it again (its id makes that an
+            // overwrite), the model does not learn it again.
+            Ok(Processed::AlreadyLearned(output)) => {
+                self.metrics.record_replayed();
+                output
+            }
             Err(e) => return Err(Box::new((e.into(), record))),
         };
         let seconds = started.elapsed().as_secs_f64();

@@ -37,6 +37,8 @@ pub struct Metrics {
     registry: Registry,
     pub records_received: Family<SourceLabels, Counter>,
     pub records_scored: Family<DetectorLabels, Counter>,
+    /// Records read again after a restart that their model had already learned.
+    pub records_replayed: Counter,
     pub anomalies: Family<DetectorLabels, Counter>,
     pub alerts: Family<DetectorLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
@@ -59,6 +61,7 @@ impl Default for Metrics {
         let metrics = Metrics {
             records_received: Family::default(),
             records_scored: Family::default(),
+            records_replayed: Counter::default(),
             anomalies: Family::default(),
             alerts: Family::default(),
             errors: Family::default(),
@@ -77,6 +80,12 @@ impl Default for Metrics {
         };
         registry.register("records_received", "Records taken in, by source", metrics.records_received.clone());
         registry.register("records_scored", "Records scored, by detector", metrics.records_scored.clone());
+        registry.register(
+            "records_replayed",
+            "Records read again (after a crash) that their model had already learned: scored by a copy \
+             of the model and sent to the sinks again, not learned twice; also counted in records_scored",
+            metrics.records_replayed.clone(),
+        );
         registry.register("anomalies", "Records flagged as anomalies, by detector", metrics.anomalies.clone());
         registry.register("alerts", "Alerts raised (one per anomaly region), by detector", metrics.alerts.clone());
         registry.register("errors", "Records or requests that failed, by stage and error type", metrics.errors.clone());
@@ -137,6 +146,13 @@ impl Metrics {
         if anomalies > 0 {
             self.anomalies.get_or_create(&labels).inc_by(anomalies);
         }
+    }
+
+    /// A record read again that its model had already learned: at debug, since after a
+    /// crash every record since the last checkpoint may be one.
+    pub fn record_replayed(&self) {
+        tracing::debug!("record read again; its model had learned it already");
+        self.records_replayed.inc();
     }
 
     /// A record that could not be scored: logged at debug (a bad client could flood the

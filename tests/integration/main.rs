@@ -9,6 +9,7 @@ mod consumer;
 mod dashboards;
 mod end_to_end;
 mod opensearch_outage;
+mod opensearch_sigkill;
 mod opensearch_sink;
 mod servers;
 mod service;

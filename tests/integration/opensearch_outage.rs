@@ -22,14 +22,14 @@ use tokio::task::JoinHandle;
 use crate::servers::{active_stream, aws_config, checkpoints, opensearch_url, poll_until, unique_name};
 
 /// A relay to `target` that can be switched off (connections refused and cut).
-struct Relay {
-    address: std::net::SocketAddr,
+pub struct Relay {
+    pub address: std::net::SocketAddr,
     up: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Relay {
-    async fn start(target: String) -> Relay {
+    pub async fn start(target: String) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let up = Arc::new(AtomicBool::new(true));
@@ -54,14 +54,14 @@ impl Relay {
         Relay { address, up, connections }
     }
 
-    fn down(&self) {
+    pub fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
         if let Ok(mut open) = self.connections.lock() {
             open.drain(..).for_each(|c| c.abort());
         }
     }
 
-    fn up(&self) {
+    pub fn up(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
 }

@@ -1,7 +1,9 @@
 //! The OpenSearch sink against the real node: every scored record becomes one document
 //! in its daily index (through the alias), ids make a resend overwrite, the injected
 //! anomalies are the top-scoring documents, and a document OpenSearch refuses (a
-//! mapping conflict) becomes a dead letter with the reason.
+//! mapping conflict) becomes a dead letter with the reason. With several node URLs, one
+//! that refuses connections is passed over; a retention policy on a cluster without
+//! the ISM plugin is a warning, not a failure.
 
 use opensearch::http::transport::Transport;
 use opensearch::indices::{IndicesCreateParts, IndicesGetIndexTemplateParts, IndicesRefreshParts};
@@ -138,4 +140,83 @@ async fn every_scored_record_is_one_document_and_refused_ones_are_dead_letters()
     let _ = std::fs::remove_file(&store);
     let _ =
         client.indices().delete(opensearch::indices::IndicesDeleteParts::Index(&[&format!("{prefix}-*")])).send().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_be_reached_is_passed_over_and_every_document_arrives() {
+    let url = opensearch_url();
+    let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
+    let prefix = unique_name("rcfd-nodes").to_lowercase();
+    let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-nodes")));
+    // Ports 1 and 2 refuse connections. The first node is tried for the index template
+    // (and passed over); the third is still up when the _bulk requests come round to
+    // it, so a _bulk fails over too. Batches are small, so many requests are sent.
+    let text = format!(
+        "[store]\npath = '{}'\n[opensearch]\nurls = ['http://127.0.0.1:1', '{url}', 'http://127.0.0.1:2']\n\
+         index_prefix = '{prefix}'\n",
+        store.display()
+    );
+    let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
+    assert_eq!(config.opensearch_nodes.len(), 3);
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = grpc.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
+    let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
+    DetectorsClient::new(channel.clone())
+        .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
+        .await
+        .expect("detector");
+    let mut scoring = ScoringClient::new(channel);
+    let mut readings = Readings::new(&SimulatorConfig { sensors: 1, wave: false, seed: 7, ..Default::default() });
+    for batch in 0..20 {
+        let records: Vec<proto::Record> = (0..50)
+            .map(|i| {
+                let (_, value, _) = readings.next_tick().remove(0);
+                let n = batch * 50 + i;
+                record("DemoSensor", DAY + n as i64 * 1_000, value, &format!("node-{n}"))
+            })
+            .collect();
+        scoring.score(proto::ScoreRequest { records }).await.expect("scored");
+    }
+    let _ = stop.send(());
+    service.await.expect("task").expect("stops cleanly");
+
+    client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");
+    let count: Value =
+        client.count(CountParts::Index(&[&prefix])).send().await.expect("count").json().await.expect("json");
+    assert_eq!(count["count"], 1_000, "every document through the node that answers: {count}");
+    let journal = EmbeddedStore::open(&store).expect("store");
+    let letters = journal.recent_dead_letters(10).expect("letters");
+    assert!(letters.is_empty(), "nothing refused: {letters:?}");
+    drop(journal);
+    let _ = std::fs::remove_file(&store);
+    let _ =
+        client.indices().delete(opensearch::indices::IndicesDeleteParts::Index(&[&format!("{prefix}-*")])).send().await;
+}
+
+/// The node here has no ISM plugin (see INFRA.md), so only this path is tested against
+/// a real server; installing the policy on a cluster with the plugin is tested on
+/// canned answers only (`src/sink/opensearch/retention.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_days_without_the_ism_plugin_is_a_warning_not_a_failure() {
+    use rcfd::sink::opensearch::config::OpenSearchConfig;
+    use rcfd::sink::opensearch::retention::{self, Outcome};
+    use rcfd::sink::opensearch::sink::OpenSearchSink;
+    let url = opensearch_url();
+    let prefix = unique_name("rcfd-retention").to_lowercase();
+    let config = OpenSearchConfig {
+        url: Some(url.clone()),
+        index_prefix: prefix.clone(),
+        retention_days: Some(30),
+        ..OpenSearchConfig::default()
+    };
+    let nodes = config.validate().expect("valid");
+    let sink = OpenSearchSink::connect(&config, &nodes, None).await.expect("starts without the plugin");
+    assert!(sink.is_some(), "the sink is there");
+    let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
+    assert_eq!(retention::install(&client, &prefix, 30).await, Outcome::NoPlugin);
 }

@@ -59,7 +59,6 @@ pub fn record_code(e: &RecordError) -> (Code, &'static str) {
         | RecordError::MissingFeature { .. }
         | RecordError::Infinite { .. } => (Code::InvalidArgument, "INVALID_ARGUMENT"),
         RecordError::Late(_) => (Code::OutOfRange, "OUT_OF_RANGE"),
-        RecordError::AlreadyLearned => (Code::AlreadyExists, "ALREADY_EXISTS"),
         RecordError::Internal(_) => (Code::Internal, "INTERNAL"),
     }
 }
