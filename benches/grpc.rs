@@ -212,34 +212,35 @@ async fn peak_rate(channel: &Channel, duration: Duration) -> f64 {
 }
 
 /// Latencies of calls started at `rate` per second (open loop: a slow call does not
-/// delay the next start), sorted.
-async fn paced_latencies(channel: &Channel, rate: f64, calls: usize) -> Vec<Duration> {
+/// delay the next start), sorted. A plain thread paces the starts: tokio's timer has
+/// a 1 ms granularity, which would release the calls in bursts of several at once.
+fn paced_latencies(runtime: &tokio::runtime::Runtime, channel: &Channel, rate: f64, calls: usize) -> Vec<Duration> {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(calls);
     for n in 0..calls {
         let due = start + interval * n as u32;
-        tokio::time::sleep_until(due.into()).await;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
         let mut client = ScoringClient::new(channel.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(runtime.spawn(async move {
             let sent = Instant::now();
             client.score(one_record(n)).await.expect("scored");
             sent.elapsed()
         }));
     }
-    let mut latencies = Vec::with_capacity(calls);
-    for task in tasks {
-        latencies.push(task.await.expect("call"));
-    }
+    let mut latencies: Vec<Duration> =
+        tasks.into_iter().map(|task| runtime.block_on(task).expect("call")).collect();
     latencies.sort();
     latencies
 }
 
 fn unary_latency(running: &Running) {
-    running.runtime.block_on(async {
-        let peak = peak_rate(&running.channel, Duration::from_secs(3)).await;
-        let rate = peak / 2.0;
-        let latencies = paced_latencies(&running.channel, rate, (rate * 5.0) as usize).await;
+    let peak = running.runtime.block_on(peak_rate(&running.channel, Duration::from_secs(3)));
+    let rate = peak / 2.0;
+    let latencies = paced_latencies(&running.runtime, &running.channel, rate, (rate * 5.0) as usize);
+    {
         let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
         println!(
             "grpc/unary_score: peak {peak:.0} calls/s ({CLIENTS} clients); at half ({rate:.0} calls/s, {} calls): p50 {:?}, p99 {:?}, max {:?}",
@@ -248,7 +249,7 @@ fn unary_latency(running: &Running) {
             at(0.99),
             latencies[latencies.len() - 1]
         );
-    });
+    }
 }
 
 fn main() {

@@ -223,7 +223,8 @@ impl Scorer {
         // Validate each record against its detector, and group the valid ones by model.
         let mut groups: Vec<Vec<Valid>> = Vec::new();
         {
-            let mut by_model: HashMap<(String, String), usize> = HashMap::new();
+            // Detector -> entity -> group, so that finding a record's group copies nothing.
+            let mut by_model: HashMap<String, HashMap<String, usize>> = HashMap::new();
             for (i, record) in records.into_iter().enumerate() {
                 let Some(detector) = registry.detector(&record.detector) else {
                     slots[i] = Some(Err(Box::new((RecordError::UnknownDetector(record.detector.clone()), record))));
@@ -239,11 +240,15 @@ impl Scorer {
                 if !features.iter().any(|(d, _)| *d == detector.name) {
                     features.push((detector.name.clone(), detector.features.first().cloned().unwrap_or_default()));
                 }
-                let key = (record.detector.clone(), record.entity.clone());
-                let group = *by_model.entry(key).or_insert_with(|| {
-                    groups.push(Vec::new());
-                    groups.len() - 1
-                });
+                let group = match by_model.get(&record.detector).and_then(|entities| entities.get(&record.entity)) {
+                    Some(&group) => group,
+                    None => {
+                        groups.push(Vec::new());
+                        let entities = by_model.entry(record.detector.clone()).or_default();
+                        entities.insert(record.entity.clone(), groups.len() - 1);
+                        groups.len() - 1
+                    }
+                };
                 groups[group].push((i, record, values));
             }
         }
@@ -261,14 +266,16 @@ impl Scorer {
                 }
             }
         }
+        // Every lent model's detector exists (the registry stays locked); a model
+        // without one would go back unscored rather than be lost.
         let detectors: &Registry = &registry;
-        let work: Vec<Work> = lent
-            .into_iter()
-            .filter_map(|(model, records)| {
-                let detector = detectors.detector(&model.key().detector)?;
-                Some(Work { detector, model, records })
-            })
-            .collect();
+        let (mut work, mut unscored) = (Vec::with_capacity(lent.len()), Vec::new());
+        for (model, records) in lent {
+            match detectors.detector(&model.key().detector) {
+                Some(detector) => work.push(Work { detector, model, records }),
+                None => unscored.push((model, records)),
+            }
+        }
         let threads = if count < PARALLEL_RECORDS { 1 } else { self.threads };
         let mut shares = shares(work, threads).into_iter();
         let first = shares.next().unwrap_or_default();
@@ -299,6 +306,15 @@ impl Scorer {
                 }
             }
             score_seconds.extend(share.score_seconds);
+        }
+        for (model, records) in unscored {
+            let e = RecordError::UnknownDetector(model.key().detector.clone());
+            for (i, record, _) in records {
+                slots[i] = Some(Err(Box::new((e.clone(), record))));
+            }
+            if let Err(e) = registry.give_back(model) {
+                tracing::warn!("evicting a model after a batch: {e}");
+            }
         }
         let after = registry.stats();
         self.resident.store(registry.resident(), Ordering::Relaxed);
