@@ -181,7 +181,8 @@ impl Scratch {
 // Kinesis Analytics' ANOMALY_SCORE.
 #[inline]
 fn score_seen(depth: usize, mass: usize) -> f64 {
-    1.0 / (depth as f64 + ((mass + 1) as f64).log2())
+    // log2(mass + 1), from the table: quantised sensor values make duplicates common.
+    1.0 / (depth as f64 + normalizer(mass))
 }
 #[inline]
 fn score_unseen(depth: usize) -> f64 {
