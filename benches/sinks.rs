@@ -4,7 +4,8 @@
 //! in the same run; then the event-to-searchable latency at half of rcfd's rate. Then
 //! the same with Kinesis as the source: the records already in a kinesis-mock stream,
 //! rcfd started on it (leases in moto's DynamoDB) and timed until every document is
-//! searchable, against a plain `_bulk` of the documents it indexed.
+//! searchable, against a plain `_bulk` of the documents it indexed, and the emulator's
+//! own GetRecords rate on the same stream (what reading alone costs).
 //!
 //! Needs a running node: `RCFD_TEST_OPENSEARCH_URL` (for example from
 //! `scripts/test.sh --servers`); without it the bench says so and does nothing. The
@@ -359,6 +360,46 @@ async fn kinesis_through_rcfd(client: &OpenSearch, url: &str, prefix: &str, stre
     (elapsed, first.unwrap_or((elapsed, RECORDS as u64)))
 }
 
+/// Reads the whole stream with plain GetRecords (every shard at once, no decoding, no
+/// indexing); seconds. What the emulator alone costs: on a shared machine its CPU time
+/// is taken from rcfd and the node, which the plain `_bulk` side never pays.
+async fn kinesis_read_alone(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> f64 {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let shards = kinesis.list_shards().stream_name(stream).send().await.expect("ListShards").shards.unwrap_or_default();
+    let started = Instant::now();
+    let readers = shards.into_iter().map(|shard| {
+        let (kinesis, stream) = (kinesis.clone(), stream.to_owned());
+        tokio::spawn(async move {
+            let mut iterator = kinesis
+                .get_shard_iterator()
+                .stream_name(&stream)
+                .shard_id(shard.shard_id)
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("GetShardIterator")
+                .shard_iterator;
+            let mut read = 0;
+            while let Some(it) = iterator {
+                let reply =
+                    kinesis.get_records().shard_iterator(it).limit(KINESIS_BATCH_LIMIT).send().await.expect("GetRecords");
+                if reply.records.is_empty() {
+                    break;
+                }
+                read += reply.records.len();
+                iterator = reply.next_shard_iterator;
+            }
+            read
+        })
+    });
+    let mut read = 0;
+    for reader in readers.collect::<Vec<_>>() {
+        read += reader.await.expect("reader");
+    }
+    assert_eq!(read, RECORDS, "GetRecords read every record");
+    started.elapsed().as_secs_f64()
+}
+
 async fn kinesis_bench(client: &OpenSearch, url: &str, run: u32) {
     let (Ok(_), Ok(_)) = (std::env::var("AWS_ENDPOINT_URL_KINESIS"), std::env::var("AWS_ENDPOINT_URL_DYNAMODB")) else {
         println!("sinks/kinesis: skipped (set AWS_ENDPOINT_URL_KINESIS and AWS_ENDPOINT_URL_DYNAMODB)");
@@ -372,6 +413,7 @@ async fn kinesis_bench(client: &OpenSearch, url: &str, run: u32) {
     let docs = documents(client, &prefix).await;
     assert_eq!(docs.len(), RECORDS, "the Kinesis run indexed every record once");
     let plain_secs = plain_bulk(client, &format!("rcfd-bench-kinesis-plain-{run}"), &docs).await;
+    let read_secs = kinesis_read_alone(&kinesis, &stream).await;
     println!(
         "sinks/kinesis: {RECORDS} records in a {KINESIS_SHARDS}-shard stream (batch_limit {KINESIS_BATCH_LIMIT}): \
          Kinesis -> rcfd -> OpenSearch {:.0} records/s ({rcfd_secs:.2} s, start-up included), \
@@ -384,6 +426,10 @@ async fn kinesis_bench(client: &OpenSearch, url: &str, run: u32) {
         "sinks/kinesis: the first {first_count} documents searchable {first_secs:.2} s after the start; \
          the rest at {:.0} records/s",
         (RECORDS as u64 - first_count) as f64 / (rcfd_secs - first_secs).max(1e-3)
+    );
+    println!(
+        "sinks/kinesis: plain GetRecords of the same stream alone (no indexing) {:.0} records/s ({read_secs:.2} s)",
+        RECORDS as f64 / read_secs
     );
     let _ = kinesis.delete_stream().stream_name(&stream).send().await;
 }

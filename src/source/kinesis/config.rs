@@ -7,7 +7,10 @@ use crate::decode::DecoderConfig;
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 200;
 /// Kinesis allows 5 GetRecords per shard per second.
 pub const MIN_POLL_INTERVAL_MS: u64 = 200;
-pub const DEFAULT_BATCH_LIMIT: i32 = 1_000;
+/// The most GetRecords allows, as the Kinesis Client Library's default: a call returns
+/// only what is there, so a larger limit adds no latency, and a reader behind the tip
+/// catches up at up to 50,000 records per second per shard instead of 5,000.
+pub const DEFAULT_BATCH_LIMIT: i32 = 10_000;
 pub const MAX_BATCH_LIMIT: i32 = 10_000;
 pub const DEFAULT_LEASE_DURATION_MS: u64 = 10_000;
 pub const MIN_LEASE_DURATION_MS: u64 = 1_000;
@@ -37,7 +40,8 @@ pub struct KinesisConfig {
     pub start_timestamp_ms: Option<i64>,
     /// Time between GetRecords calls on one shard (at least 200: 5 reads per second).
     pub poll_interval_ms: u64,
-    /// Most records per GetRecords call (1 to 10000).
+    /// Most records per GetRecords call (1 to 10000, default 10000). A reader holds at
+    /// most two batches per shard: the one being delivered and the next, read ahead.
     pub batch_limit: i32,
     /// The DynamoDB lease table (created if missing); default `rcfd-leases-<stream>`.
     /// Instances that share it share the stream's shards.

@@ -1,8 +1,10 @@
 //! One owned shard: GetRecords at most every poll interval, decode, score, wait until
-//! every sink has the batch, checkpoint its last sequence number, repeat. Batches are
-//! handled one after another, so the checkpoint only ever moves over delivered
-//! batches. A lost lease (the checkpoint's conditional write fails) stops the reader
-//! before it reads further.
+//! every sink has the batch, checkpoint its last sequence number, repeat. The next
+//! GetRecords is in flight while a batch is delivered (one batch ahead), but batches
+//! are decoded, scored and delivered one after another, so the checkpoint only ever
+//! moves over delivered batches. A lost lease (the checkpoint's conditional write
+//! fails, or the coordinator stops the reader) stops the reader before it delivers
+//! further, and the batch read ahead is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_kinesis::Client;
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::config::{KinesisConfig, StartPosition};
 use super::lease::{LeaseError, LeaseTable, SHARD_END};
@@ -64,91 +68,79 @@ impl Reader {
         Ok(reply.shard_iterator)
     }
 
-    /// Reads until the shard ends, the lease is lost, or `stop` turns true.
+    /// Reads until the shard ends, the lease is lost, or `stop` turns true. While one
+    /// batch is scored and delivered the next GetRecords is already in flight (one
+    /// batch ahead, no more), so reading and indexing overlap; that batch is only
+    /// decoded, scored and delivered after the previous one is checkpointed, and is
+    /// dropped unread by the sinks if the reader stops or loses its lease first.
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Ended {
         let labels = ShardLabels { stream: self.config.stream.clone(), shard: self.shard.clone() };
         let origin = format!("kinesis:{}", self.config.stream);
         let poll = Duration::from_millis(self.config.poll_interval_ms);
+        let fetcher = Fetcher {
+            kinesis: self.kinesis.clone(),
+            scorer: self.scorer.clone(),
+            shard: self.shard.clone(),
+            limit: self.config.batch_limit,
+            poll,
+        };
         let mut checkpoint = self.checkpoint.clone().filter(|c| c != SHARD_END);
         let mut backoff = poll;
-        let mut iterator: Option<String> = None;
         loop {
             if *stop.borrow() {
                 return Ended::Stopped;
             }
-            let current = match iterator.take() {
-                Some(it) => it,
-                None => match self.iterator(checkpoint.as_deref()).await {
-                    Ok(Some(it)) => it,
-                    Ok(None) => return self.finish().await,
-                    Err(e) => {
-                        tracing::warn!(shard = %self.shard, error = %e, "GetShardIterator failed; retrying");
-                        self.scorer.metrics().error("kinesis", "get_shard_iterator");
-                        if pause(&mut stop, backoff).await {
-                            return Ended::Stopped;
-                        }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
-                    }
-                },
-            };
-            let started = tokio::time::Instant::now();
-            let reply = self.kinesis.get_records().shard_iterator(&current).limit(self.config.batch_limit).send().await;
-            let reply = match reply {
-                Ok(reply) => reply,
+            let iterator = match self.iterator(checkpoint.as_deref()).await {
+                Ok(Some(it)) => it,
+                Ok(None) => return self.finish().await,
                 Err(e) => {
-                    let throttled =
-                        e.as_service_error().is_some_and(|e| e.is_provisioned_throughput_exceeded_exception());
-                    let expired = e.as_service_error().is_some_and(|e| e.is_expired_iterator_exception());
-                    let kind = if throttled {
-                        "throttled"
-                    } else if expired {
-                        "expired_iterator"
-                    } else {
-                        "get_records"
-                    };
-                    self.scorer.metrics().error("kinesis", kind);
-                    if !expired {
-                        tracing::warn!(shard = %self.shard, error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "GetRecords failed; backing off");
-                        if pause(&mut stop, backoff).await {
-                            return Ended::Stopped;
-                        }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        iterator = Some(current);
+                    tracing::warn!(shard = %self.shard, error = %e, "GetShardIterator failed; retrying");
+                    self.scorer.metrics().error("kinesis", "get_shard_iterator");
+                    if pause(&mut stop, backoff).await {
+                        return Ended::Stopped;
                     }
-                    // An expired iterator is renewed from the checkpoint on the next turn.
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
             backoff = poll;
-            if let Some(behind) = reply.millis_behind_latest {
-                self.scorer.metrics().millis_behind_latest.get_or_create(&labels).set(behind);
-            }
-            if let Some(last) = reply.records.last() {
-                let last = last.sequence_number.clone();
-                match self.deliver(&origin, reply.records).await {
-                    Ok(()) => {}
-                    Err(ended) => return ended,
+            let mut next = Some(fetcher.prefetch(iterator, Instant::now()));
+            while let Some(mut fetching) = next.take() {
+                // Biased: once asked to stop, a batch that arrived meanwhile is dropped.
+                let read = tokio::select! {
+                    biased;
+                    _ = stopped(&mut stop) => return Ended::Stopped,
+                    read = &mut fetching => read,
+                };
+                let batch = match read {
+                    Fetched::Batch(batch) => batch,
+                    // Renewed from the checkpoint, which covers every delivered batch.
+                    Fetched::ExpiredIterator => break,
+                };
+                if let Some(behind) = batch.millis_behind_latest {
+                    self.scorer.metrics().millis_behind_latest.get_or_create(&labels).set(behind);
                 }
-                match self.leases.checkpoint(&self.shard, &last).await {
-                    Ok(()) => checkpoint = Some(last),
-                    Err(LeaseError::Lost { .. }) => return Ended::LeaseLost,
-                    Err(e) => {
-                        // The batch is delivered; a later checkpoint will cover it.
-                        tracing::warn!(shard = %self.shard, error = %e, "checkpoint failed");
-                        self.scorer.metrics().error("kinesis", "checkpoint");
+                // At most one GetRecords per poll interval (Kinesis allows 5 per second),
+                // counted from the start of the previous one.
+                next = batch.next_iterator.map(|it| fetcher.prefetch(it, batch.started + poll));
+                if let Some(last) = batch.records.last() {
+                    let last = last.sequence_number.clone();
+                    if let Err(ended) = self.deliver(&origin, batch.records).await {
+                        return ended;
+                    }
+                    match self.leases.checkpoint(&self.shard, &last).await {
+                        Ok(()) => checkpoint = Some(last),
+                        Err(LeaseError::Lost { .. }) => return Ended::LeaseLost,
+                        Err(e) => {
+                            // The batch is delivered; a later checkpoint will cover it.
+                            tracing::warn!(shard = %self.shard, error = %e, "checkpoint failed");
+                            self.scorer.metrics().error("kinesis", "checkpoint");
+                        }
                     }
                 }
-            }
-            match reply.next_shard_iterator {
-                Some(next) => iterator = Some(next),
-                None => return self.finish().await,
-            }
-            // At most one GetRecords per poll interval (Kinesis allows 5 per second).
-            let next_read = started + poll;
-            tokio::select! {
-                _ = tokio::time::sleep_until(next_read) => {}
-                _ = stop.changed() => {}
+                if next.is_none() {
+                    return self.finish().await;
+                }
             }
         }
     }
@@ -235,6 +227,98 @@ impl Reader {
             }
         }
     }
+}
+
+/// One GetRecords answer.
+struct Batch {
+    records: Vec<aws_sdk_kinesis::types::Record>,
+    /// `None` once a closed shard is read to its end.
+    next_iterator: Option<String>,
+    millis_behind_latest: Option<i64>,
+    /// When the call that read it was sent.
+    started: Instant,
+}
+
+enum Fetched {
+    Batch(Batch),
+    /// The iterator expired: get a new one from the checkpoint.
+    ExpiredIterator,
+}
+
+/// Sends GetRecords for one shard.
+#[derive(Clone)]
+struct Fetcher {
+    kinesis: Client,
+    scorer: Arc<Scorer>,
+    shard: String,
+    limit: i32,
+    poll: Duration,
+}
+
+impl Fetcher {
+    /// Starts reading the batch at `iterator`, no earlier than `not_before`, in a task
+    /// of its own so it proceeds while the previous batch is delivered.
+    fn prefetch(&self, iterator: String, not_before: Instant) -> Prefetch {
+        Prefetch(tokio::spawn(self.clone().get_records(iterator, not_before)))
+    }
+
+    /// GetRecords at `iterator`, retried with backoff on throttling and errors.
+    async fn get_records(self, iterator: String, not_before: Instant) -> Fetched {
+        tokio::time::sleep_until(not_before).await;
+        let mut backoff = self.poll;
+        loop {
+            let started = Instant::now();
+            let reply = self.kinesis.get_records().shard_iterator(&iterator).limit(self.limit).send().await;
+            let e = match reply {
+                Ok(reply) => {
+                    return Fetched::Batch(Batch {
+                        records: reply.records,
+                        next_iterator: reply.next_shard_iterator,
+                        millis_behind_latest: reply.millis_behind_latest,
+                        started,
+                    })
+                }
+                Err(e) => e,
+            };
+            let throttled = e.as_service_error().is_some_and(|e| e.is_provisioned_throughput_exceeded_exception());
+            if e.as_service_error().is_some_and(|e| e.is_expired_iterator_exception()) {
+                self.scorer.metrics().error("kinesis", "expired_iterator");
+                return Fetched::ExpiredIterator;
+            }
+            self.scorer.metrics().error("kinesis", if throttled { "throttled" } else { "get_records" });
+            tracing::warn!(shard = %self.shard, error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "GetRecords failed; backing off");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// A GetRecords in flight. Dropping it (the reader stopped or lost its lease) aborts
+/// the call and drops what it read.
+struct Prefetch(JoinHandle<Fetched>);
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::future::Future for Prefetch {
+    type Output = Fetched;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Fetched> {
+        match std::pin::Pin::new(&mut self.0).poll(cx) {
+            std::task::Poll::Ready(Ok(fetched)) => std::task::Poll::Ready(fetched),
+            // Not aborted while we hold it; a panic in the task: read again from the checkpoint.
+            std::task::Poll::Ready(Err(_)) => std::task::Poll::Ready(Fetched::ExpiredIterator),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Resolves once asked to stop (or once nobody can ask any more).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Waits `duration` unless asked to stop first; true if asked to stop.
