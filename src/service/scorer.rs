@@ -154,21 +154,6 @@ fn feature_values(record: &Record, detector: &Detector) -> Result<Vec<f64>, Reco
         .collect()
 }
 
-/// Splits the work over at most `threads` shares, the largest models first, each to
-/// the share with the fewest records so far (one model's records stay in one share,
-/// in order).
-fn shares(mut work: Vec<Work<'_>>, threads: usize) -> Vec<Vec<Work<'_>>> {
-    work.sort_by_key(|w| std::cmp::Reverse(w.records.len()));
-    let mut shares: Vec<(usize, Vec<Work>)> = (0..threads.clamp(1, work.len().max(1))).map(|_| (0, Vec::new())).collect();
-    for w in work {
-        if let Some((load, share)) = shares.iter_mut().min_by_key(|(load, _)| *load) {
-            *load += w.records.len();
-            share.push(w);
-        }
-    }
-    shares.into_iter().map(|(_, share)| share).collect()
-}
-
 impl Scorer {
     /// A scorer over `registry` that scores a batch's models on up to `threads` threads.
     pub fn new(registry: Registry, threads: usize, metrics: Arc<Metrics>, sink: queue::Sender) -> Self {
@@ -269,21 +254,24 @@ impl Scorer {
         // Every lent model's detector exists (the registry stays locked); a model
         // without one would go back unscored rather than be lost.
         let detectors: &Registry = &registry;
-        let (mut work, mut unscored) = (Vec::with_capacity(lent.len()), Vec::new());
+        let (mut work, mut unscored): (Vec<Work>, _) = (Vec::with_capacity(lent.len()), Vec::new());
         for (model, records) in lent {
             match detectors.detector(&model.key().detector) {
                 Some(detector) => work.push(Work { detector, model, records }),
                 None => unscored.push((model, records)),
             }
         }
-        let threads = if count < PARALLEL_RECORDS { 1 } else { self.threads };
-        let mut shares = shares(work, threads).into_iter();
-        let first = shares.next().unwrap_or_default();
-        // This thread takes the first share, a scoped thread each of the others.
+        let threads = if count < PARALLEL_RECORDS { 1 } else { self.threads.min(work.len()) };
+        // The threads take models from one queue, largest first, until it is empty: a
+        // thread that starts late (its core busy with the journal, say) takes fewer, so
+        // the batch is not held up by a fixed split.
+        work.sort_by_key(|w| w.records.len());
+        let queue = Mutex::new(work);
         let done: Vec<Share> = std::thread::scope(|scope| {
+            let queue = &queue;
             let others: Vec<_> =
-                shares.map(|share| scope.spawn(move || self.score_share(share, ingested_at))).collect();
-            let mut done = vec![self.score_share(first, ingested_at)];
+                (1..threads).map(|_| scope.spawn(move || self.score_queued(queue, ingested_at))).collect();
+            let mut done = vec![self.score_queued(queue, ingested_at)];
             for other in others {
                 match other.join() {
                     Ok(share) => done.push(share),
@@ -383,10 +371,13 @@ impl Scorer {
         (self.resident.load(Ordering::Relaxed), self.memory_bytes.load(Ordering::Relaxed))
     }
 
-    /// Scores one share of a batch: each model's records in order.
-    fn score_share(&self, share: Vec<Work<'_>>, ingested_at: i64) -> Share {
+    /// Scores models from `queue` until it is empty, each model's records in order.
+    fn score_queued(&self, queue: &Mutex<Vec<Work<'_>>>, ingested_at: i64) -> Share {
         let mut done = Share::default();
-        for Work { detector, mut model, records } in share {
+        loop {
+            // Popped in a statement of its own, so the lock is not held while scoring.
+            let next = lock(queue).pop();
+            let Some(Work { detector, mut model, records }) = next else { break };
             for (i, record, values) in records {
                 let outcome = self.score_one(detector, &mut model, record, &values, ingested_at).map(|(event, seconds)| {
                     done.score_seconds.push(seconds);
