@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use super::live::{LiveSnapshot, LiveView};
@@ -196,13 +196,22 @@ impl Scorer {
     /// over threads by their number of records: a batch of many entities uses every
     /// core, and each entity's records are still scored in order by one thread.
     pub fn score(&self, origin: &str, records: Vec<Record>) -> (Vec<Result<usize, RecordError>>, Delivery) {
+        self.score_with(self.registry(), origin, records)
+    }
+
+    /// [`Scorer::score`] with the registry already locked.
+    fn score_with(
+        &self,
+        mut registry: MutexGuard<'_, Registry>,
+        origin: &str,
+        records: Vec<Record>,
+    ) -> (Vec<Result<usize, RecordError>>, Delivery) {
         self.metrics.records_received(origin, records.len());
         let ingested_at = now_ms();
         let count = records.len();
         let mut slots: Vec<Option<Scored>> = (0..count).map(|_| None).collect();
         // The first feature of each detector scored (what the live page charts).
         let mut features: Vec<(String, String)> = Vec::new();
-        let mut registry = self.registry();
         let before = registry.stats();
 
         // Validate each record against its detector, and group the valid ones by model.
@@ -391,8 +400,8 @@ impl Scorer {
     }
 
     /// [`Scorer::score`] from async code. A few records are scored in place (with
-    /// `block_in_place`, so a wait for the registry lock held by a big batch does not
-    /// stall other tasks); a batch goes to the blocking pool.
+    /// `block_in_place` if a batch holds the registry, so that the wait does not stall
+    /// other tasks); a batch goes to the blocking pool.
     pub async fn score_async(
         self: &Arc<Self>,
         origin: &str,
@@ -401,7 +410,17 @@ impl Scorer {
         let multi_thread =
             tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
         if records.len() <= INLINE_RECORDS && multi_thread {
-            return Ok(tokio::task::block_in_place(|| self.score(origin, records)));
+            // With the registry free, a few records take tens of microseconds: less than
+            // block_in_place handing this worker's other tasks to another thread.
+            let free = match self.registry.try_lock() {
+                Ok(registry) => Some(registry),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            return Ok(match free {
+                Some(registry) => self.score_with(registry, origin, records),
+                None => tokio::task::block_in_place(|| self.score(origin, records)),
+            });
         }
         let (scorer, origin) = (self.clone(), origin.to_owned());
         tokio::task::spawn_blocking(move || scorer.score(&origin, records)).await
