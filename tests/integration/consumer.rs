@@ -18,7 +18,9 @@ use rcfd::source::simulator::Readings;
 use rcfd::store::embedded::EmbeddedStore;
 use tokio::net::TcpListener;
 
-use crate::servers::{active_stream, aws_config, checkpoints, metrics, poll_until, unique_name, wait_active};
+use crate::servers::{
+    active_stream, aws_config, checkpoints, last_per_shard, metrics, poll_until, put_all, unique_name, wait_active,
+};
 
 const SENSORS: usize = 4;
 const TICKS: usize = 500;
@@ -118,26 +120,7 @@ async fn scenario(shard_count: i32) {
             .expect("entry"),
     );
     let total = entries.len() + 1;
-    let mut last_sequence: HashMap<String, String> = HashMap::new();
-    for chunk in entries.chunks(500) {
-        let put = kinesis
-            .put_records()
-            .stream_name(&stream)
-            .set_records(Some(chunk.to_vec()))
-            .send()
-            .await
-            .expect("PutRecords");
-        assert_eq!(put.failed_record_count, Some(0));
-        for r in put.records {
-            let (Some(shard), Some(sequence)) = (r.shard_id, r.sequence_number) else {
-                panic!("a put record has a position")
-            };
-            let longer = last_sequence.get(&shard).is_none_or(|s| (sequence.len(), &sequence) > (s.len(), s));
-            if longer {
-                last_sequence.insert(shard, sequence);
-            }
-        }
-    }
+    let last_sequence = last_per_shard(&put_all(&kinesis, &stream, &entries).await);
     assert!(!last_sequence.is_empty());
 
     let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-consumer")));

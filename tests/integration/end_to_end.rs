@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::servers::{
-    active_stream, aws_config, checkpoints, opensearch_url, poll_until, subscribed_queue, unique_name,
+    active_stream, aws_config, checkpoints, last_per_shard, opensearch_url, poll_until, put_all, subscribed_queue,
+    unique_name,
 };
 
 const SENSORS: usize = 4;
@@ -55,22 +56,7 @@ async fn kinesis_to_opensearch_and_sns() {
             );
         }
     }
-    let mut last: HashMap<String, String> = HashMap::new();
-    for chunk in entries.chunks(500) {
-        let put = kinesis
-            .put_records()
-            .stream_name(&stream)
-            .set_records(Some(chunk.to_vec()))
-            .send()
-            .await
-            .expect("PutRecords");
-        for r in put.records {
-            let (Some(shard), Some(seq)) = (r.shard_id, r.sequence_number) else { panic!("no position") };
-            if last.get(&shard).is_none_or(|s| (seq.len(), &seq) > (s.len(), s)) {
-                last.insert(shard, seq);
-            }
-        }
-    }
+    let last = last_per_shard(&put_all(&kinesis, &stream, &entries).await);
 
     let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-e2e")));
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");

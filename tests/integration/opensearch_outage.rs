@@ -19,7 +19,9 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::servers::{active_stream, aws_config, checkpoints, opensearch_url, poll_until, unique_name};
+use crate::servers::{
+    active_stream, aws_config, checkpoints, last_per_shard, opensearch_url, poll_until, put_all, unique_name,
+};
 
 /// A relay to `target` that can be switched off (connections refused and cut).
 pub struct Relay {
@@ -87,21 +89,7 @@ async fn put(
                 .expect("entry")
         })
         .collect();
-    for chunk in entries.chunks(500) {
-        let put = kinesis
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(chunk.to_vec()))
-            .send()
-            .await
-            .expect("PutRecords");
-        for r in put.records {
-            let (Some(shard), Some(seq)) = (r.shard_id, r.sequence_number) else { panic!("no position") };
-            if last.get(&shard).is_none_or(|s| (seq.len(), &seq) > (s.len(), s)) {
-                last.insert(shard, seq);
-            }
-        }
-    }
+    last.extend(last_per_shard(&put_all(kinesis, stream, &entries).await));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

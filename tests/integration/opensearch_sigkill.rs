@@ -22,7 +22,9 @@ use rcfd::source::simulator::Readings;
 use serde_json::{json, Value};
 
 use crate::opensearch_outage::Relay;
-use crate::servers::{active_stream, aws_config, checkpoints, metrics, opensearch_url, poll_until, unique_name};
+use crate::servers::{
+    active_stream, aws_config, checkpoints, last_per_shard, metrics, opensearch_url, poll_until, put_all, unique_name,
+};
 
 const SENSORS: usize = 4;
 const TICKS: usize = 500;
@@ -137,27 +139,8 @@ async fn sigkill_mid_stream_with_the_opensearch_sink_loses_and_duplicates_nothin
             );
         }
     }
-    let mut positions: Vec<(String, String)> = Vec::with_capacity(RECORDS);
-    for chunk in entries.chunks(500) {
-        let put = kinesis
-            .put_records()
-            .stream_name(&stream)
-            .set_records(Some(chunk.to_vec()))
-            .send()
-            .await
-            .expect("PutRecords");
-        assert_eq!(put.failed_record_count, Some(0));
-        for r in put.records {
-            let (Some(shard), Some(sequence)) = (r.shard_id, r.sequence_number) else { panic!("no position") };
-            positions.push((shard, sequence));
-        }
-    }
-    let mut last: HashMap<String, String> = HashMap::new();
-    for (shard, sequence) in &positions {
-        if last.get(shard).is_none_or(|s| !at_or_before(sequence, s)) {
-            last.insert(shard.clone(), sequence.clone());
-        }
-    }
+    let positions = put_all(&kinesis, &stream, &entries).await;
+    let last = last_per_shard(&positions);
     assert_eq!(last.len(), 2, "the records are spread over both shards");
     // One user record per stream record: the event id is the position with index 0.
     let id_of = |shard: &str, sequence: &str| format!("{stream}/{shard}/{sequence}:000000");

@@ -116,3 +116,43 @@ pub async fn subscribed_queue(sns: &aws_sdk_sns::Client, sqs: &aws_sdk_sqs::Clie
     sns.subscribe().topic_arn(topic).protocol("sqs").endpoint(&queue_arn).send().await.expect("Subscribe");
     queue
 }
+
+/// Puts `entries` in PutRecords calls of 500 (the API's limit per call) and gives each
+/// record's (shard, sequence number), in order.
+pub async fn put_all(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    entries: &[aws_sdk_kinesis::types::PutRecordsRequestEntry],
+) -> Vec<(String, String)> {
+    let mut positions = Vec::with_capacity(entries.len());
+    for chunk in entries.chunks(500) {
+        let put = kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(chunk.to_vec()))
+            .send()
+            .await
+            .expect("PutRecords");
+        assert_eq!(put.failed_record_count, Some(0), "every record put");
+        for r in put.records {
+            let (Some(shard), Some(sequence)) = (r.shard_id, r.sequence_number) else {
+                panic!("a put record has a position")
+            };
+            positions.push((shard, sequence));
+        }
+    }
+    positions
+}
+
+/// The last sequence number of each shard among `positions` (sequence numbers are
+/// decimal strings: longer is later, then by digits).
+pub fn last_per_shard(positions: &[(String, String)]) -> std::collections::HashMap<String, String> {
+    let mut last = std::collections::HashMap::new();
+    for (shard, sequence) in positions {
+        let later = |s: &String| (sequence.len(), sequence) > (s.len(), s);
+        if last.get(shard).is_none_or(later) {
+            last.insert(shard.clone(), sequence.clone());
+        }
+    }
+    last
+}
