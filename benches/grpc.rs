@@ -230,8 +230,7 @@ fn paced_latencies(runtime: &tokio::runtime::Runtime, channel: &Channel, rate: f
             sent.elapsed()
         }));
     }
-    let mut latencies: Vec<Duration> =
-        tasks.into_iter().map(|task| runtime.block_on(task).expect("call")).collect();
+    let mut latencies: Vec<Duration> = tasks.into_iter().map(|task| runtime.block_on(task).expect("call")).collect();
     latencies.sort();
     latencies
 }

@@ -381,8 +381,13 @@ async fn kinesis_read_alone(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> 
                 .shard_iterator;
             let mut read = 0;
             while let Some(it) = iterator {
-                let reply =
-                    kinesis.get_records().shard_iterator(it).limit(KINESIS_BATCH_LIMIT).send().await.expect("GetRecords");
+                let reply = kinesis
+                    .get_records()
+                    .shard_iterator(it)
+                    .limit(KINESIS_BATCH_LIMIT)
+                    .send()
+                    .await
+                    .expect("GetRecords");
                 if reply.records.is_empty() {
                     break;
                 }

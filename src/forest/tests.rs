@@ -392,3 +392,30 @@ fn judging_between_scoring_and_learning_changes_nothing() {
     }
     assert_eq!(plain.snapshot().expect("snapshot"), judged.snapshot().expect("snapshot"));
 }
+
+#[test]
+fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
+    // Trees that only score take the one-dimensional shortcut; trees that also place
+    // the point take the general walk. Both must give the same score.
+    let (values, _) = seed_scenario(3_000, 17);
+    let mut f = forest(1, 1, 20, 64, 5);
+    let mut rng = Rng::new(23);
+    let mut scratch = Scratch::new(1);
+    for (i, &v) in values.iter().enumerate() {
+        // Points on samples (duplicates), between them and outside the range.
+        let probes = [v, v + 0.5, 150.0 * rng.next_f64() as f32 - 20.0];
+        for x in probes.map(|p| [p]) {
+            for tree in &f.trees {
+                if tree.mass() == 0 {
+                    continue;
+                }
+                let Scratch { descent, lo, hi, .. } = &mut scratch;
+                tree.descend(&x, descent);
+                let shortcut = tree.walk(&x, &f.store, descent, lo, hi, None).0;
+                let general = tree.walk(&x, &f.store, descent, lo, hi, Some(&mut rng.clone())).0;
+                assert_eq!(shortcut.to_bits(), general.to_bits(), "point {i}, probe {x:?}");
+            }
+        }
+        f.update(&[v]).expect("update");
+    }
+}

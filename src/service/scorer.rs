@@ -388,10 +388,11 @@ impl Scorer {
             let next = lock(queue).pop();
             let Some(Work { detector, mut model, records }) = next else { break };
             for (i, record, values) in records {
-                let outcome = self.score_one(detector, &mut model, record, &values, ingested_at).map(|(event, seconds)| {
-                    done.score_seconds.push(seconds);
-                    event
-                });
+                let outcome =
+                    self.score_one(detector, &mut model, record, &values, ingested_at).map(|(event, seconds)| {
+                        done.score_seconds.push(seconds);
+                        event
+                    });
                 done.scored.push((i, outcome));
             }
             done.models.push(model);
