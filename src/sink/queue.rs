@@ -20,6 +20,11 @@ pub struct Queued {
 }
 
 impl Queued {
+    /// The records it holds: scored events and dead letters.
+    pub fn records(&self) -> usize {
+        self.delivery.events.len() + self.delivery.dead_letters.len()
+    }
+
     /// The delivery, and its capacity to drop once it is written.
     pub fn into_parts(self) -> (Delivery, OwnedSemaphorePermit) {
         (self.delivery, self.permit)
