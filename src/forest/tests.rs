@@ -129,6 +129,40 @@ proptest! {
 }
 
 #[test]
+fn eviction_takes_the_largest_key_and_keeps_every_other_sample_with_its_key() {
+    // Few distinct values, so most leaves sit in long runs of duplicates, where the
+    // evicted leaf trades places with the run's last one.
+    let mut store = PointStore::new(1, 1);
+    let mut tree = Tree::new(200, 3);
+    let mut rng = Rng::new(11);
+    let mut scratch = Scratch::new(1);
+    for i in 0..200u32 {
+        store.push(&[(rng.next_u64() % 5) as f32]);
+        let x = store.point(i).to_vec();
+        if !tree.leaves.is_empty() {
+            tree.descend(&x, &mut scratch.descent);
+        }
+        let mut draw = rng.clone();
+        let (_, placement) = tree.walk(&x, &store, &scratch.descent, &mut scratch.lo, &mut scratch.hi, Some(&mut draw));
+        rng = draw;
+        let key = rng.next_f64() as f32;
+        tree.insert(placement.expect("a placement when asked"), &scratch.descent, i, key);
+    }
+    tree.refresh_max_key();
+    let mut samples: Vec<(u32, u32)> = tree.leaves.iter().zip(&tree.keys).map(|(&r, k)| (r, k.to_bits())).collect();
+    while samples.len() > 1 {
+        let largest = samples.iter().copied().max_by(|a, b| f32::from_bits(a.1).total_cmp(&f32::from_bits(b.1)));
+        samples.retain(|s| Some(*s) != largest);
+        tree.evict(&mut scratch.delete_path);
+        let mut left: Vec<(u32, u32)> = tree.leaves.iter().zip(&tree.keys).map(|(&r, k)| (r, k.to_bits())).collect();
+        left.sort_unstable();
+        samples.sort_unstable();
+        assert_eq!(left, samples, "the sample with the largest key went, the rest kept their keys");
+        assert_eq!(tree.check(&store, 200), Ok(()));
+    }
+}
+
+#[test]
 fn seed_scenario_anomalies_outrank_every_normal_point() {
     let (values, is_anomaly) = seed_scenario(6_000, 7);
     let mut f = forest(1, 1, 50, 256, 11);

@@ -847,7 +847,17 @@ impl Tree {
         let max = self.max_key;
         let chunk = self.keys.chunks(8).position(|c| c.iter().fold(false, |any, &k| any | (k == max))).unwrap_or(0);
         let position = chunk * 8 + self.keys[chunk * 8..].iter().position(|&k| k == max).unwrap_or(0);
-        self.delete(position, path);
+        // In a run of duplicates every leaf is the same point, so the evicted sample may
+        // trade places with the run's last leaf. A run is a chain whose root sits right
+        // above that leaf, so its path is short, where the path to a leaf inside the
+        // chain is as long as the chain (integer sensor values make long runs).
+        let mut last = position;
+        while last < self.nodes.len() && self.nodes[last].dim() == DUPLICATE {
+            last += 1;
+        }
+        self.leaves.swap(position, last);
+        self.keys.swap(position, last);
+        self.delete(last, path);
         self.refresh_max_key();
     }
 
