@@ -174,6 +174,12 @@ impl Metrics {
     }
 
     pub fn error(&self, stage: &str, error_type: &str) {
-        self.errors.get_or_create(&ErrorLabels { stage: stage.into(), error_type: error_type.into() }).inc();
+        self.errors(stage, error_type, 1);
+    }
+
+    /// [`Metrics::error`] for `count` items at once (alerts spooled in one go, say).
+    pub fn errors(&self, stage: &str, error_type: &str, count: usize) {
+        let labels = ErrorLabels { stage: stage.into(), error_type: error_type.into() };
+        self.errors.get_or_create(&labels).inc_by(count as u64);
     }
 }

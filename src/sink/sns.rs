@@ -136,7 +136,8 @@ impl SnsSink {
         if alerts.is_empty() {
             return;
         }
-        self.metrics.error("sns", "spooled");
+        // Counted per alert, as the cooldown and the rate cap count theirs.
+        self.metrics.errors("sns", "spooled", alerts.len());
         if let Err(e) = self.store.spool_alerts(alerts) {
             tracing::error!(error = %e, count = alerts.len(), "could not spool alerts; they are only in the journal");
         }
