@@ -12,43 +12,17 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use md5::Digest;
 use prost::Message;
 use rcfd::decode::kpl;
-use rcfd::service::config::{Config, SimulatorConfig};
-use rcfd::service::{run, Listeners};
+use rcfd::service::config::SimulatorConfig;
 use rcfd::source::simulator::Readings;
 use rcfd::store::embedded::EmbeddedStore;
-use tokio::net::TcpListener;
 
 use crate::servers::{
     active_stream, aws_config, checkpoints, last_per_shard, metrics, poll_until, put_all, unique_name, wait_active,
+    InProcess,
 };
 
 const SENSORS: usize = 4;
 const TICKS: usize = 500;
-
-struct Running {
-    http: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start(config: &str) -> Running {
-    let config = Config::from_toml_with_env(config, Vec::new()).expect("parses").validate().expect("valid");
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = http.local_addr().expect("address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run(config, Listeners { grpc, http: Some(http) }, async move {
-        let _ = stopped.await;
-    }));
-    Running { http: address, stop, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("service task").expect("stops cleanly");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_shard_stream_is_scored_once_checkpointed_and_not_reread() {
@@ -129,7 +103,7 @@ async fn scenario(shard_count: i32) {
         "[store]\npath = '{}'\n[models]\ndetectors = ['{models}']\n[[kinesis]]\nstream = '{stream}'\ndetector = 'iot-sensor'\nlease_table = '{table}'\nworker_id = 'worker-a'\nlease_duration_ms = 3000\n[kinesis.decoder]\nformat = 'json'\nevent_time = 'ts'\n",
         store.display()
     );
-    let service = start(&config).await;
+    let service = InProcess::start(&config).await;
     let scored_key = "rcfd_records_scored_total{detector=\"iot-sensor\"}";
     poll_until("every record scored or dead-lettered", Duration::from_secs(90), || async {
         let m = metrics(service.http).await?;
@@ -202,7 +176,7 @@ async fn scenario(shard_count: i32) {
     drop(journal);
 
     // A restart on the same lease table reads nothing again.
-    let again = start(&config).await;
+    let again = InProcess::start(&config).await;
     poll_until("every shard taken again and polled", Duration::from_secs(60), || async {
         let m = metrics(again.http).await?;
         let behind = m.keys().filter(|k| k.starts_with("rcfd_millis_behind_latest")).count();
@@ -258,12 +232,12 @@ async fn a_second_instance_takes_half_the_shards_then_all_when_the_first_stops()
         .collect();
     let owned = |http| async move { metrics(http).await.map(|m| metric(&m, "rcfd_shards_owned")) };
 
-    let a = start(&consumer_config(&stores[0], &stream, &table, "worker-a")).await;
+    let a = InProcess::start(&consumer_config(&stores[0], &stream, &table, "worker-a")).await;
     poll_until("the first instance to own every shard", Duration::from_secs(30), || async {
         (owned(a.http).await? == 4.0).then_some(())
     })
     .await;
-    let b = start(&consumer_config(&stores[1], &stream, &table, "worker-b")).await;
+    let b = InProcess::start(&consumer_config(&stores[1], &stream, &table, "worker-b")).await;
     poll_until("two shards each", Duration::from_secs(60), || async {
         (owned(a.http).await? == 2.0 && owned(b.http).await? == 2.0).then_some(())
     })
@@ -333,7 +307,7 @@ async fn after_a_split_the_parent_is_read_before_its_children() {
     put(&kinesis, &stream, &(300..600).map(reading).collect::<Vec<_>>()).await;
 
     let store = std::env::temp_dir().join(format!("{}.redb", unique_name("rcfd-split")));
-    let service = start(&consumer_config(&store, &stream, &table, "worker-a")).await;
+    let service = InProcess::start(&consumer_config(&store, &stream, &table, "worker-a")).await;
     poll_until("all 600 records scored", Duration::from_secs(60), || async {
         (metric(&metrics(service.http).await?, "rcfd_records_scored_total") >= 600.0).then_some(())
     })
@@ -368,7 +342,7 @@ async fn consume_with_dead_letters(stream: &str, dead_letters: &str) {
         &format!("[dead_letters]\n{dead_letters}\n[[kinesis]]"),
         1,
     );
-    let service = start(&config).await;
+    let service = InProcess::start(&config).await;
     poll_until("the good record scored", Duration::from_secs(60), || async {
         (metric(&metrics(service.http).await?, "rcfd_records_scored_total") >= 1.0).then_some(())
     })
@@ -499,7 +473,7 @@ async fn after_sigkill_another_instance_takes_over_and_resumes_from_the_checkpoi
     // write it sent just before it died has landed): the survivor resumes after them.
     let checkpointed = checkpoints(&aws_sdk_dynamodb::Client::new(&aws), &table).await;
     let survivor_store = dir.join("survivor.redb");
-    let survivor = start(&consumer_config(&survivor_store, &stream, &table, "worker-b")).await;
+    let survivor = InProcess::start(&consumer_config(&survivor_store, &stream, &table, "worker-b")).await;
     poll_until("the survivor to take the expired leases and score the rest", Duration::from_secs(60), || async {
         (metric(&metrics(survivor.http).await?, "rcfd_records_scored_total") >= (1000 - kept) as f64).then_some(())
     })
@@ -601,7 +575,7 @@ async fn malformed_records_are_dead_letters_with_their_reason_and_the_good_ones_
     let config = config
         .replace(concat!(env!("CARGO_MANIFEST_DIR"), "/models"), &models.display().to_string())
         .replace("detector = 'iot-sensor'", "detector = 'flows'");
-    let service = start(&config).await;
+    let service = InProcess::start(&config).await;
     poll_until("every record handled", Duration::from_secs(60), || async {
         let m = metrics(service.http).await?;
         (metric(&m, "rcfd_records_scored_total") >= 4.0 && metric(&m, "rcfd_errors_total{stage=\"decode\"") >= 4.0)

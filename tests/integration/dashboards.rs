@@ -16,15 +16,13 @@ use opensearch::indices::IndicesRefreshParts;
 use opensearch::{CountParts, OpenSearch, SearchParts};
 use rcfd::dashboards::objects::{self, DashboardSettings};
 use rcfd::dashboards::query::{panel_request, TimeRange};
-use rcfd::service::config::{Config, SimulatorConfig};
-use rcfd::service::{run, Listeners};
+use rcfd::service::config::SimulatorConfig;
 use rcfd::source::grpc::proto::{self, record_result, scoring_client::ScoringClient};
 use rcfd::source::simulator::Readings;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
-use crate::servers::{opensearch_url, required_env, unique_name};
+use crate::servers::{opensearch_url, required_env, unique_name, InProcess};
 
 /// 2023-11-15 00:00 UTC: on the hour, so the heat map has whole hours.
 const START: i64 = 1_700_006_400_000;
@@ -53,14 +51,8 @@ async fn fill(url: &str, prefix: &str) -> Vec<Scored> {
         "[store]\npath = '{}'\n[models]\ndetectors = ['{models}']\n[opensearch]\nurl = '{url}'\nindex_prefix = '{prefix}'\n",
         store.display()
     );
-    let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = grpc.local_addr().expect("address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
+    let service = InProcess::start(&text).await;
+    let channel = service.channel().await;
     let mut scoring = ScoringClient::new(channel);
     let mut readings = Readings::new(&SimulatorConfig { sensors: 3, wave: false, seed: 8, ..Default::default() });
     let mut scored = Vec::new();
@@ -94,8 +86,7 @@ async fn fill(url: &str, prefix: &str) -> Vec<Scored> {
             }
         }
     }
-    let _ = stop.send(());
-    service.await.expect("task").expect("stops cleanly");
+    service.stop().await;
     let _ = std::fs::remove_file(&store);
     scored
 }

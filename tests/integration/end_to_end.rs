@@ -10,16 +10,14 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use opensearch::http::transport::Transport;
 use opensearch::indices::IndicesRefreshParts;
 use opensearch::{CountParts, OpenSearch, SearchParts};
-use rcfd::service::config::{Config, SimulatorConfig};
-use rcfd::service::{run, Listeners};
+use rcfd::service::config::SimulatorConfig;
 use rcfd::source::simulator::Readings;
 use rcfd::store::embedded::EmbeddedStore;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 use crate::servers::{
     active_stream, aws_config, checkpoints, last_per_shard, opensearch_url, poll_until, put_all, subscribed_queue,
-    unique_name,
+    unique_name, InProcess,
 };
 
 const SENSORS: usize = 4;
@@ -66,18 +64,12 @@ async fn kinesis_to_opensearch_and_sns() {
          [[kinesis]]\nstream = '{stream}'\ndetector = 'iot-sensor'\nlease_table = '{table}'\n[kinesis.decoder]\nformat = 'json'\nevent_time = 'ts'\n",
         store.display()
     );
-    let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
-        let _ = stopped.await;
-    }));
+    let service = InProcess::start(&text).await;
     poll_until("checkpoints at the end of each shard", Duration::from_secs(90), || async {
         (checkpoints(&dynamodb, &table).await == last).then_some(())
     })
     .await;
-    let _ = stop.send(());
-    service.await.expect("task").expect("stops cleanly");
+    service.stop().await;
 
     // Every record is one document.
     let client = OpenSearch::new(Transport::single_node(&url).expect("url"));

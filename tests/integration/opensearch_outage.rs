@@ -13,14 +13,12 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use opensearch::http::transport::Transport;
 use opensearch::indices::IndicesRefreshParts;
 use opensearch::{CountParts, OpenSearch};
-use rcfd::service::config::Config;
-use rcfd::service::{run, Listeners};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::servers::{
-    active_stream, aws_config, checkpoints, last_per_shard, opensearch_url, poll_until, put_all, unique_name,
+    active_stream, aws_config, checkpoints, last_per_shard, opensearch_url, poll_until, put_all, unique_name, InProcess,
 };
 
 /// A relay to `target` that can be switched off (connections refused and cut).
@@ -112,12 +110,7 @@ async fn an_opensearch_outage_loses_nothing_and_holds_the_checkpoints_back() {
         store.display(),
         relay.address
     );
-    let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
-        let _ = stopped.await;
-    }));
+    let service = InProcess::start(&text).await;
     let mut last = HashMap::new();
     put(&kinesis, &stream, 0..400, &mut last).await;
     poll_until("the first records checkpointed", Duration::from_secs(60), || async {
@@ -145,8 +138,7 @@ async fn an_opensearch_outage_loses_nothing_and_holds_the_checkpoints_back() {
         (checkpoints(&dynamodb, &table).await == during).then_some(())
     })
     .await;
-    let _ = stop.send(());
-    service.await.expect("task").expect("stops cleanly");
+    service.stop().await;
 
     let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
     client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");

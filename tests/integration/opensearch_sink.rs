@@ -9,15 +9,12 @@ use opensearch::http::transport::Transport;
 use opensearch::indices::{IndicesCreateParts, IndicesGetIndexTemplateParts, IndicesRefreshParts};
 use opensearch::{CountParts, OpenSearch, SearchParts};
 use rcfd::service::config::{Config, SimulatorConfig};
-use rcfd::service::{run, Listeners};
 use rcfd::source::grpc::proto::{self, detectors_client::DetectorsClient, scoring_client::ScoringClient};
 use rcfd::source::simulator::Readings;
 use rcfd::store::embedded::EmbeddedStore;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
-use crate::servers::{opensearch_url, unique_name};
+use crate::servers::{opensearch_url, unique_name, InProcess};
 
 const DAY: i64 = 1_700_000_000_000; // 2023-11-14
 const CONFLICT_DAY: i64 = 1_577_836_800_000; // 2020-01-01
@@ -54,13 +51,8 @@ async fn every_scored_record_is_one_document_and_refused_ones_are_dead_letters()
         store.display()
     );
     let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = grpc.local_addr().expect("address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
+    let service = InProcess::start_validated(config).await;
+    let channel = service.channel().await;
     let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
     DetectorsClient::new(channel.clone())
         .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
@@ -92,8 +84,7 @@ async fn every_scored_record_is_one_document_and_refused_ones_are_dead_letters()
         .score(proto::ScoreRequest { records: vec![record("Conflict", CONFLICT_DAY, 15.0, "conflict-0")] })
         .await
         .expect("scored");
-    let _ = stop.send(());
-    service.await.expect("task").expect("stops cleanly");
+    service.stop().await;
 
     client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");
     let count: Value =
@@ -158,13 +149,8 @@ async fn a_node_that_cannot_be_reached_is_passed_over_and_every_document_arrives
     );
     let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
     assert_eq!(config.opensearch_nodes.len(), 3);
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = grpc.local_addr().expect("address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(run(config, Listeners { grpc, http: None }, async move {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
+    let service = InProcess::start_validated(config).await;
+    let channel = service.channel().await;
     let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
     DetectorsClient::new(channel.clone())
         .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
@@ -182,8 +168,7 @@ async fn a_node_that_cannot_be_reached_is_passed_over_and_every_document_arrives
             .collect();
         scoring.score(proto::ScoreRequest { records }).await.expect("scored");
     }
-    let _ = stop.send(());
-    service.await.expect("task").expect("stops cleanly");
+    service.stop().await;
 
     client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");
     let count: Value =

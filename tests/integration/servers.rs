@@ -156,3 +156,50 @@ pub fn last_per_shard(positions: &[(String, String)]) -> std::collections::HashM
     }
     last
 }
+
+/// rcfd's service run inside the test on ports the OS picks (gRPC and HTTP), stopped
+/// through its shutdown future like SIGTERM would.
+pub struct InProcess {
+    pub grpc: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    /// Starts the service with a whole configuration file's text.
+    pub async fn start(text: &str) -> InProcess {
+        let config = rcfd::service::config::Config::from_toml_with_env(text, Vec::new())
+            .expect("config parses")
+            .validate()
+            .expect("config is valid");
+        Self::start_validated(config).await
+    }
+
+    pub async fn start_validated(config: rcfd::service::config::ServiceConfig) -> InProcess {
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
+        let (grpc_address, http_address) = (grpc.local_addr().expect("address"), http.local_addr().expect("address"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listeners = rcfd::service::Listeners { grpc, http: Some(http) };
+        let task = tokio::spawn(rcfd::service::run(config, listeners, async move {
+            let _ = stopped.await;
+        }));
+        InProcess { grpc: grpc_address, http: http_address, stop, task }
+    }
+
+    /// A channel to its gRPC API.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("http://{}", self.grpc))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    /// Stops it (stop intake, drain, snapshot) and expects a clean exit.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("service task").expect("service stops cleanly");
+    }
+}

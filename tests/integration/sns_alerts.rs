@@ -3,13 +3,9 @@
 
 use std::time::Duration;
 
-use rcfd::service::config::Config;
-use rcfd::service::{run, Listeners};
 use rcfd::source::grpc::proto::{self, detectors_client::DetectorsClient, scoring_client::ScoringClient};
-use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
-use crate::servers::{aws_config, metrics, poll_until, subscribed_queue, unique_name};
+use crate::servers::{aws_config, metrics, poll_until, subscribed_queue, unique_name, InProcess};
 
 /// 300 ordinary readings of `entity`, then a spike: one anomaly region, one alert.
 fn readings_with_a_spike(entity: &str, start: i64) -> Vec<proto::Record> {
@@ -40,16 +36,8 @@ async fn alerts_wait_in_the_store_while_sns_is_down_and_none_is_lost() {
         "[store]\npath = '{}'\n[sns]\ntopic_arn = '{topic}'\ncooldown_ms = 0\nspool_retry_ms = 600000\n",
         store.display()
     );
-    let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = grpc.local_addr().expect("address");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let http_address = http.local_addr().expect("address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(run(config, Listeners { grpc, http: Some(http) }, async move {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connects");
+    let service = InProcess::start(&text).await;
+    let (channel, http_address) = (service.channel().await, service.http);
     DetectorsClient::new(channel.clone())
         .create_detector(proto::CreateDetectorRequest {
             config_toml: "name = \"sensor\"\nentity_key = [\"id\"]\nfeatures = [\"iotValue\"]\n".into(),
@@ -100,7 +88,6 @@ async fn alerts_wait_in_the_store_while_sns_is_down_and_none_is_lost() {
     let mut entities = received.lock().map(|e| e.clone()).unwrap_or_default();
     entities.sort();
     assert_eq!(entities, vec!["pump-1", "pump-2", "pump-3"], "no alert lost in the outage, none twice");
-    let _ = stop.send(());
-    service.await.expect("task").expect("stops cleanly");
+    service.stop().await;
     let _ = std::fs::remove_file(&store);
 }
