@@ -427,7 +427,7 @@ impl Forest {
     fn compact(&mut self) {
         let mut live = Vec::with_capacity(self.trees.iter().map(|t| t.leaves.len()).sum());
         live.extend(self.trees.iter().flat_map(|t| t.leaves.iter().copied()));
-        let map = self.store.compact(&mut live);
+        let map = self.store.compact(&live);
         for tree in &mut self.trees {
             tree.leaves.iter_mut().for_each(|r| *r = map[*r as usize]);
         }

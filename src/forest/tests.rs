@@ -163,6 +163,26 @@ fn eviction_takes_the_largest_key_and_keeps_every_other_sample_with_its_key() {
 }
 
 #[test]
+fn compaction_keeps_exactly_the_live_windows_and_the_next_shingles_start() {
+    let (features, shingle_size) = (2, 3);
+    let mut store = PointStore::new(features, shingle_size);
+    for i in 0..40 {
+        store.push(&[i as f32, -(i as f32)]);
+    }
+    // Overlapping, repeated, adjacent and separate windows, in no order.
+    let live = [20u32, 3, 4, 3, 30, 10, 12];
+    let before: Vec<Vec<f32>> = live.iter().map(|&r| store.point(r).to_vec()).collect();
+    let prefix = store.shingle_prefix().to_vec();
+    let map = store.compact(&live);
+    for (&r, window) in live.iter().zip(&before) {
+        assert_eq!(store.point(map[r as usize]), window.as_slice(), "window {r}");
+    }
+    assert_eq!(store.shingle_prefix(), prefix.as_slice(), "the next point's first records");
+    // Records 3..=6, 10..=14, 20..=22, 30..=32, and the last two (38, 39).
+    assert_eq!(store.len_values(), (4 + 5 + 3 + 3 + 2) * features);
+}
+
+#[test]
 fn seed_scenario_anomalies_outrank_every_normal_point() {
     let (values, is_anomaly) = seed_scenario(6_000, 7);
     let mut f = forest(1, 1, 50, 256, 11);
