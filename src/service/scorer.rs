@@ -293,8 +293,8 @@ impl Scorer {
         }
         let threads = if count < PARALLEL_RECORDS { 1 } else { self.threads.min(work.len()) };
         // The threads take models from one queue, largest first, until it is empty: a
-        // thread that starts late (its core busy with the journal, say) takes fewer, so
-        // the batch is not held up by a fixed split.
+        // thread that starts late or runs slower takes fewer, so the batch is not held up
+        // by a fixed split.
         work.sort_by_key(|w| w.records.len());
         let queue = Mutex::new(work);
         let done: Vec<Share> = match &self.helpers {
