@@ -14,7 +14,7 @@ pub fn record(wire: proto::Record) -> Record {
         detector: wire.detector,
         entity: wire.entity,
         event_ms: wire.event_time_ms,
-        values: wire.values.into_iter().collect(),
+        values: wire.values,
         id: Some(wire.id).filter(|id| !id.is_empty()),
         source: None,
     }
