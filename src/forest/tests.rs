@@ -7,7 +7,7 @@ use proptest::test_runner::RngSeed;
 
 use super::rng::Rng;
 use super::store::PointStore;
-use super::tree::{Scratch, Tree};
+use super::tree::{ordered, Scratch, Tree};
 use super::{Forest, ForestConfig, ForestError};
 
 fn forest(features: usize, shingle_size: usize, trees: usize, sample_size: usize, seed: u64) -> Forest {
@@ -62,6 +62,18 @@ fn check_all(forest: &Forest) -> Result<(), String> {
 proptest! {
     // A fixed seed: the same cases on every run (a failure names its case anyway).
     #![proptest_config(ProptestConfig { cases: 48, rng_seed: RngSeed::Fixed(0x5eed), ..ProptestConfig::default() })]
+
+    /// A descent compares cuts as ordered integer keys: they must order every pair of
+    /// floats (negative, zero of either sign, subnormal, infinite) as the floats do.
+    #[test]
+    fn ordered_keys_compare_as_the_floats_do(
+        a in prop_oneof![any::<f32>(), Just(0.0f32), Just(-0.0f32), Just(f32::MIN_POSITIVE / 2.0), Just(-1.5f32)],
+        b in prop_oneof![any::<f32>(), Just(0.0f32), Just(-0.0f32), Just(f32::INFINITY), Just(-1.5f32)],
+    ) {
+        prop_assume!(!a.is_nan() && !b.is_nan());
+        prop_assert_eq!(ordered(a) <= ordered(b), a <= b, "{} vs {}", a, b);
+        prop_assert_eq!(ordered(a) == ordered(b), a == b, "{} vs {}", a, b);
+    }
 
     /// Masses add up, every box holds its points, duplicates are equal and the samples
     /// never exceed the sample size, whatever the stream (including many duplicates).

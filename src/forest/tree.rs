@@ -30,10 +30,48 @@ pub(crate) const DUPLICATE: u8 = u8::MAX;
 /// are the distances (in gaps) to the child nodes, 0 meaning the neighbouring leaf.
 /// One load per level of a descent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(from = "WireNode", into = "WireNode")]
 pub(crate) struct Node {
-    cut: f32,
+    /// The cut as [`ordered`] keys it: a descent is a chain of dependent loads, and an
+    /// integer comparison adds one cycle to each link where a float comparison adds three.
+    cut: i32,
     /// left (12 bits) | right (12 bits) | dim (8 bits).
     links: u32,
+}
+
+/// A node as snapshots hold it (the cut as a float, as before the ordered key).
+#[derive(Serialize, Deserialize)]
+struct WireNode {
+    cut: f32,
+    links: u32,
+}
+
+impl From<WireNode> for Node {
+    fn from(wire: WireNode) -> Self {
+        Node { cut: ordered(wire.cut), links: wire.links }
+    }
+}
+
+impl From<Node> for WireNode {
+    fn from(node: Node) -> Self {
+        WireNode { cut: node.cut(), links: node.links }
+    }
+}
+
+/// `v` as an integer in the same order as the floats, the two zeros made one (so that
+/// `ordered(a) <= ordered(b)` exactly when `a <= b`, for all but NaN): positive floats
+/// already order as their bits do, negative ones in reverse, so their magnitude bits
+/// are flipped.
+#[inline]
+pub(crate) fn ordered(v: f32) -> i32 {
+    let bits = (v + 0.0).to_bits() as i32;
+    bits ^ ((bits >> 31) as u32 >> 1) as i32
+}
+
+/// The float [`ordered`] keyed (+0.0 for either zero).
+#[inline]
+fn unordered(key: i32) -> f32 {
+    f32::from_bits((key ^ ((key >> 31) as u32 >> 1) as i32) as u32)
 }
 
 /// Child distances have 12 bits, which bounds the sample size (see `config`).
@@ -42,7 +80,11 @@ const LINK_MASK: u32 = (1 << LINK_BITS) - 1;
 
 impl Node {
     fn new(dim: u8, cut: f32, left: usize, right: usize) -> Self {
-        Node { cut, links: left as u32 | (right as u32) << LINK_BITS | u32::from(dim) << (2 * LINK_BITS) }
+        Node { cut: ordered(cut), links: left as u32 | (right as u32) << LINK_BITS | u32::from(dim) << (2 * LINK_BITS) }
+    }
+    #[inline]
+    fn cut(self) -> f32 {
+        unordered(self.cut)
     }
     #[inline]
     fn left(self) -> usize {
@@ -132,6 +174,8 @@ pub(crate) struct Descent {
     depth: usize,
     run_root: Option<usize>,
     leaf: (usize, usize),
+    /// The point's values as [`ordered`] keys, which the cuts are compared with.
+    keys: Vec<i32>,
 }
 
 impl Descent {
@@ -172,7 +216,7 @@ impl Scratch {
     pub(crate) fn memory_bytes(&self) -> usize {
         let paths = self.descent.nodes.capacity() + self.delete_path.capacity();
         paths * std::mem::size_of::<PathNode>()
-            + (self.lo.capacity() + self.hi.capacity()) * 4
+            + (self.lo.capacity() + self.hi.capacity() + self.descent.keys.capacity()) * 4
             + self.pending.capacity() * std::mem::size_of::<(usize, Pending)>()
     }
 }
@@ -271,7 +315,15 @@ impl Tree {
         let mut gap = self.root as usize;
         // With one dimension the value compared is always the same: read it once, so
         // each level waits on one load (the node), not two.
-        let only = if let [only] = x { Some(*only) } else { None };
+        let only = if let [only] = x { Some(ordered(*only)) } else { None };
+        let keys = &mut descent.keys;
+        if only.is_none() {
+            // An indexed loop over equal lengths, which the compiler vectorises.
+            keys.resize(x.len(), 0);
+            for (key, &v) in keys.iter_mut().zip(x) {
+                *key = ordered(v);
+            }
+        }
         while lo < hi {
             let node = self.nodes[gap];
             let dim = node.dim();
@@ -282,11 +334,11 @@ impl Tree {
             descent.nodes[descent.depth] = PathNode::new(gap, lo, hi);
             descent.depth += 1;
             // Which way a point goes is a coin flip to the branch predictor: select instead.
-            let value = match only {
-                Some(value) => value,
-                None => x[dim as usize],
+            let key = match only {
+                Some(key) => key,
+                None => keys[dim as usize],
             };
-            let left = value <= node.cut;
+            let left = key <= node.cut;
             lo = select_unpredictable(left, lo, gap + 1);
             hi = select_unpredictable(left, gap, hi);
             gap = select_unpredictable(left, gap.wrapping_sub(node.left()), gap + node.right());
@@ -777,10 +829,10 @@ impl Tree {
                 let node = self.nodes[gap];
                 let dim = node.dim() as usize;
                 let value = x[dim];
-                if value.is_nan() || value <= node.cut {
+                if value.is_nan() || value <= node.cut() {
                     stack.push((gap.wrapping_sub(node.left()), lo, gap));
                 }
-                if value.is_nan() || value > node.cut {
+                if value.is_nan() || value > node.cut() {
                     stack.push((gap + node.right(), gap + 1, hi));
                 }
                 continue;
@@ -904,7 +956,7 @@ impl Tree {
                 }
                 continue;
             }
-            let cut = self.nodes[gap].cut;
+            let cut = self.nodes[gap].cut();
             if (lo..=gap).any(|i| store.point(self.leaves[i])[dim as usize] > cut)
                 || (gap + 1..=hi).any(|i| store.point(self.leaves[i])[dim as usize] <= cut)
             {
