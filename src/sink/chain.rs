@@ -26,9 +26,9 @@ const MAX_DELIVERIES_PER_COMMIT: usize = 256;
 /// management), so a commit per unary call or two kept one of two cores busy with the
 /// journal at 12k calls/s, and every call waited for the other core. A small batch
 /// waits this long for more deliveries to join it; replies do not wait for the journal.
-/// Unary p99 at 14k calls/s over four runs each (`cargo bench --bench grpc`): 5 ms
-/// 0.84-1.47 ms, 20 ms 0.68-1.01 ms, 50 ms (with 1,024 deliveries a commit)
-/// 1.34-2.50 ms: a commit of hundreds of events holds a core for milliseconds.
+/// Unary p99 at 14k calls/s (`cargo bench --bench grpc`): 5 ms 0.84-1.47 ms (four
+/// runs), 20 ms 0.68-1.09 ms (sixteen), 50 ms with 1,024 deliveries a commit 1.34-2.50 ms
+/// (four): a commit of hundreds of events holds a core for milliseconds.
 const LINGER: Duration = Duration::from_millis(20);
 /// ... unless it holds this many records already (a batch `Score`, a Kinesis batch).
 const RECORDS_WITHOUT_LINGER: usize = 1_000;
