@@ -154,6 +154,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// `parts` as one string. Every event gets an id, and `format!` took 3.5% of a batch's
+/// CPU in the gRPC bench (perf), five times what copying the parts costs.
+fn joined(parts: &[&str]) -> String {
+    let mut id = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    parts.iter().for_each(|p| id.push_str(p));
+    id
+}
+
 /// The record's values in the detector's feature order.
 fn feature_values(record: &Record, detector: &Detector) -> Result<Vec<f64>, RecordError> {
     if let Some(name) = record.values.keys().find(|name| !detector.features.contains(name)) {
@@ -476,11 +484,14 @@ impl Scorer {
         };
         let seconds = started.elapsed().as_secs_f64();
         let id = match (&record.source, &record.id) {
-            (Some(p), _) => format!("{}/{}/{}", p.stream, p.shard, p.sequence),
+            (Some(p), _) => joined(&[&p.stream, "/", &p.shard, "/", &p.sequence]),
             (None, Some(id)) => id.clone(),
             (None, None) => {
                 let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-                format!("{}/{}/{event_ms}/{ingested_at}-{n}", record.detector, record.entity)
+                let mut numbers = (itoa::Buffer::new(), itoa::Buffer::new(), itoa::Buffer::new());
+                let (event_ms, ingested_at, n) =
+                    (numbers.0.format(event_ms), numbers.1.format(ingested_at), numbers.2.format(n));
+                joined(&[&record.detector, "/", &record.entity, "/", event_ms, "/", ingested_at, "-", n])
             }
         };
         let features = &detector.features;
@@ -560,6 +571,26 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn records_without_an_id_or_a_source_position_get_unique_readable_ids() {
+        let scorer = scorer(1, "ids");
+        let record = |entity: &str| Record {
+            detector: "d".into(),
+            entity: entity.into(),
+            event_ms: -1_700,
+            values: [("v".to_owned(), 1.0)].into_iter().collect(),
+            id: None,
+            source: None,
+        };
+        let (_, delivery) = scorer.score("test", vec![record("e1"), record("e1"), record("e2")]);
+        let ids: Vec<&str> = delivery.events.iter().map(|e| e.id.as_str()).collect();
+        let ingested = delivery.events[0].ingested_at;
+        assert_eq!(
+            ids,
+            [format!("d/e1/-1700/{ingested}-0"), format!("d/e1/-1700/{ingested}-1"), format!("d/e2/-1700/{ingested}-2")]
+        );
     }
 
     #[test]
