@@ -589,7 +589,11 @@ mod tests {
         let ingested = delivery.events[0].ingested_at;
         assert_eq!(
             ids,
-            [format!("d/e1/-1700/{ingested}-0"), format!("d/e1/-1700/{ingested}-1"), format!("d/e2/-1700/{ingested}-2")]
+            [
+                format!("d/e1/-1700/{ingested}-0"),
+                format!("d/e1/-1700/{ingested}-1"),
+                format!("d/e2/-1700/{ingested}-2")
+            ]
         );
     }
 
