@@ -3,7 +3,8 @@
 //! anomalies are the top-scoring documents, and a document OpenSearch refuses (a
 //! mapping conflict) becomes a dead letter with the reason. With several node URLs, one
 //! that refuses connections is passed over; a retention policy on a cluster without
-//! the ISM plugin is a warning, not a failure.
+//! the ISM plugin is a warning, not a failure. A node behind TLS with a private CA is
+//! trusted through `ca_file`, and only then.
 
 use opensearch::http::transport::Transport;
 use opensearch::indices::{IndicesCreateParts, IndicesGetIndexTemplateParts, IndicesRefreshParts};
@@ -204,4 +205,85 @@ async fn retention_days_without_the_ism_plugin_is_a_warning_not_a_failure() {
     assert!(sink.is_some(), "the sink is there");
     let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
     assert_eq!(retention::install(&client, &prefix, 30).await, Outcome::NoPlugin);
+}
+
+/// Terminates TLS with `cert`/`key` and relays the plain bytes to `target` (the real
+/// node, which the test servers run without TLS), so the sink's TLS and CA handling
+/// meet a real OpenSearch on the other side.
+async fn tls_front(target: String, cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> std::net::SocketAddr {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let chain = vec![CertificateDer::from(cert.cert.der().to_vec())];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server certificate");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (acceptor, target) = (acceptor.clone(), target.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends the handshake here.
+                let Ok(mut client) = acceptor.accept(client).await else { return };
+                if let Ok(mut node) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut node).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_tls_with_a_private_ca_is_trusted_through_ca_file_only() {
+    let url = opensearch_url();
+    let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
+    let node = opensearch::http::Url::parse(&url).expect("node url");
+    let target = format!("{}:{}", node.host_str().expect("host"), node.port_or_known_default().expect("port"));
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+    let front = tls_front(target, &cert).await;
+    let dir = std::env::temp_dir().join(unique_name("rcfd-os-ca"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, cert.cert.pem()).expect("write the CA");
+    let prefix = unique_name("rcfd-tls").to_lowercase();
+    let config = |ca: &str| {
+        let text = format!(
+            "[store]\npath = '{}'\n[opensearch]\nurl = 'https://localhost:{}'\nindex_prefix = '{prefix}'\n{ca}",
+            dir.join(format!("{}.redb", unique_name("journal"))).display(),
+            front.port()
+        );
+        Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid")
+    };
+
+    // Without the CA the certificate is refused, so the service does not start.
+    let listeners = || async {
+        rcfd::service::Listeners { grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"), http: None }
+    };
+    let refused = rcfd::service::run(config(""), listeners().await, std::future::pending()).await;
+    let error = format!("{:#}", refused.expect_err("a node whose certificate is not trusted"));
+    assert!(error.contains("no node answered"), "{error}");
+
+    // With it, every record scored becomes a document in the real node.
+    let service = InProcess::start_validated(config(&format!("ca_file = '{}'\n", ca_file.display()))).await;
+    let channel = service.channel().await;
+    let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
+    DetectorsClient::new(channel.clone())
+        .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
+        .await
+        .expect("detector");
+    let records: Vec<proto::Record> =
+        (0..300).map(|n| record("TlsSensor", DAY + n * 1_000, 10.0 + (n % 7) as f64, &format!("tls-{n}"))).collect();
+    ScoringClient::new(channel).score(proto::ScoreRequest { records }).await.expect("scored");
+    service.stop().await;
+
+    client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");
+    let count: Value =
+        client.count(CountParts::Index(&[&prefix])).send().await.expect("count").json().await.expect("json");
+    assert_eq!(count["count"], 300, "every document through the TLS front: {count}");
+    let _ =
+        client.indices().delete(opensearch::indices::IndicesDeleteParts::Index(&[&format!("{prefix}-*")])).send().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
