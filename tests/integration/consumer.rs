@@ -18,7 +18,7 @@ use rcfd::store::embedded::EmbeddedStore;
 
 use crate::servers::{
     active_stream, aws_config, checkpoints, last_per_shard, metrics, poll_until, put_all, unique_name, wait_active,
-    InProcess,
+    InProcess, KillOnDrop,
 };
 
 const SENSORS: usize = 4;
@@ -453,14 +453,14 @@ async fn after_sigkill_another_instance_takes_over_and_resumes_from_the_checkpoi
         .arg(&config)
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(KillOnDrop)
         .expect("rcfd starts");
     let http: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
     poll_until("the first 500 records scored", Duration::from_secs(60), || async {
         (metric(&metrics(http).await?, "rcfd_records_scored_total") >= 500.0).then_some(())
     })
     .await;
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    child.kill();
     // What the killed instance had made durable (and so acknowledged and checkpointed).
     let kept = EmbeddedStore::open(&killed_store)
         .expect("a killed store opens (redb repairs it)")

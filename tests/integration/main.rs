@@ -8,6 +8,7 @@ mod allocations;
 mod consumer;
 mod dashboards;
 mod end_to_end;
+mod lease_loss;
 mod opensearch_outage;
 mod opensearch_sigkill;
 mod opensearch_sink;

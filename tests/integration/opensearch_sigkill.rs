@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use crate::opensearch_outage::Relay;
 use crate::servers::{
     active_stream, aws_config, checkpoints, last_per_shard, metrics, opensearch_url, poll_until, put_all, unique_name,
+    KillOnDrop,
 };
 
 const SENSORS: usize = 4;
@@ -87,7 +88,7 @@ async fn assert_checkpoints_cover_only_indexed(
 
 /// The `rcfd serve` child process, killed (SIGKILL) when dropped, so a failing
 /// assertion does not leave it running.
-struct Serving(Child);
+struct Serving(KillOnDrop);
 
 impl Serving {
     /// Starts it with its log in `log` (read it when the test fails).
@@ -100,18 +101,11 @@ impl Serving {
             .stderr(log)
             .spawn()
             .expect("rcfd starts");
-        Serving(child)
+        Serving(KillOnDrop(child))
     }
 
     fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.kill();
+        self.0.kill();
     }
 }
 

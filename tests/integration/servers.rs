@@ -203,3 +203,21 @@ impl InProcess {
         self.task.await.expect("service task").expect("service stops cleanly");
     }
 }
+
+/// A child process (`rcfd serve`, usually) that is killed when dropped, also when a
+/// test fails: a child left running would hold the test's output pipe open.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

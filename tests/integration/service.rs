@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::Code;
 
-use crate::servers::{poll_until, required_env, unique_name};
+use crate::servers::{poll_until, required_env, unique_name, KillOnDrop};
 
 const SENSOR_TOML: &str = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n[forest]\ntrees = 30\nsample_size = 128\n";
 const TOKEN: &str = "s3cret-token-for-tests";
@@ -483,15 +483,7 @@ async fn the_binary_stops_cleanly_on_sigterm() {
         ),
     )
     .expect("write config");
-    /// Kills the service if the test fails before it stopped it.
-    struct Guard(std::process::Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Guard(
+    let mut child = KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_rcfd"))
             .args(["serve", "--config"])
             .arg(&config)
