@@ -9,7 +9,7 @@
 use opensearch::http::transport::Transport;
 use opensearch::indices::{IndicesCreateParts, IndicesGetIndexTemplateParts, IndicesRefreshParts};
 use opensearch::{CountParts, OpenSearch, SearchParts};
-use rcfd::service::config::{Config, SimulatorConfig};
+use rcfd::service::config::{Config, ServiceConfig, SimulatorConfig};
 use rcfd::source::grpc::proto::{self, detectors_client::DetectorsClient, scoring_client::ScoringClient};
 use rcfd::source::simulator::Readings;
 use rcfd::store::embedded::EmbeddedStore;
@@ -28,6 +28,25 @@ fn record(entity: &str, t: i64, value: f64, id: &str) -> proto::Record {
         values: [("iotValue".to_owned(), value)].into_iter().collect(),
         id: id.into(),
     }
+}
+
+/// The service with `config` and a `sensor` detector (feature `iotValue`), and a
+/// scoring client.
+async fn sensor_service(config: ServiceConfig) -> (InProcess, ScoringClient<tonic::transport::Channel>) {
+    let service = InProcess::start_validated(config).await;
+    let channel = service.channel().await;
+    let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
+    DetectorsClient::new(channel.clone())
+        .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
+        .await
+        .expect("detector");
+    (service, ScoringClient::new(channel))
+}
+
+/// The `_count` answer for the indices under `prefix`, after a refresh.
+async fn documents(client: &OpenSearch, prefix: &str) -> Value {
+    client.indices().refresh(IndicesRefreshParts::Index(&[prefix])).send().await.expect("refresh");
+    client.count(CountParts::Index(&[prefix])).send().await.expect("count").json().await.expect("json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,14 +71,7 @@ async fn every_scored_record_is_one_document_and_refused_ones_are_dead_letters()
         store.display()
     );
     let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
-    let service = InProcess::start_validated(config).await;
-    let channel = service.channel().await;
-    let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
-    DetectorsClient::new(channel.clone())
-        .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
-        .await
-        .expect("detector");
-    let mut scoring = ScoringClient::new(channel);
+    let (service, mut scoring) = sensor_service(config).await;
 
     let mut readings = Readings::new(&SimulatorConfig { sensors: 1, wave: false, seed: 5, ..Default::default() });
     let mut injected = 0;
@@ -87,9 +99,7 @@ async fn every_scored_record_is_one_document_and_refused_ones_are_dead_letters()
         .expect("scored");
     service.stop().await;
 
-    client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");
-    let count: Value =
-        client.count(CountParts::Index(&[&prefix])).send().await.expect("count").json().await.expect("json");
+    let count = documents(&client, &prefix).await;
     assert_eq!(count["count"], 2_000 + 5, "one document per record, the resent ones overwritten: {count}");
     let top: Value = client
         .search(SearchParts::Index(&[&prefix]))
@@ -150,14 +160,7 @@ async fn a_node_that_cannot_be_reached_is_passed_over_and_every_document_arrives
     );
     let config = Config::from_toml_with_env(&text, Vec::new()).expect("parses").validate().expect("valid");
     assert_eq!(config.opensearch_nodes.len(), 3);
-    let service = InProcess::start_validated(config).await;
-    let channel = service.channel().await;
-    let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
-    DetectorsClient::new(channel.clone())
-        .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
-        .await
-        .expect("detector");
-    let mut scoring = ScoringClient::new(channel);
+    let (service, mut scoring) = sensor_service(config).await;
     let mut readings = Readings::new(&SimulatorConfig { sensors: 1, wave: false, seed: 7, ..Default::default() });
     for batch in 0..20 {
         let records: Vec<proto::Record> = (0..50)
@@ -171,9 +174,7 @@ async fn a_node_that_cannot_be_reached_is_passed_over_and_every_document_arrives
     }
     service.stop().await;
 
-    client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");
-    let count: Value =
-        client.count(CountParts::Index(&[&prefix])).send().await.expect("count").json().await.expect("json");
+    let count = documents(&client, &prefix).await;
     assert_eq!(count["count"], 1_000, "every document through the node that answers: {count}");
     let journal = EmbeddedStore::open(&store).expect("store");
     let letters = journal.recent_dead_letters(10).expect("letters");
@@ -267,21 +268,13 @@ async fn a_node_behind_tls_with_a_private_ca_is_trusted_through_ca_file_only() {
     assert!(error.contains("no node answered"), "{error}");
 
     // With it, every record scored becomes a document in the real node.
-    let service = InProcess::start_validated(config(&format!("ca_file = '{}'\n", ca_file.display()))).await;
-    let channel = service.channel().await;
-    let detector = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n";
-    DetectorsClient::new(channel.clone())
-        .create_detector(proto::CreateDetectorRequest { config_toml: detector.into() })
-        .await
-        .expect("detector");
+    let (service, mut scoring) = sensor_service(config(&format!("ca_file = '{}'\n", ca_file.display()))).await;
     let records: Vec<proto::Record> =
         (0..300).map(|n| record("TlsSensor", DAY + n * 1_000, 10.0 + (n % 7) as f64, &format!("tls-{n}"))).collect();
-    ScoringClient::new(channel).score(proto::ScoreRequest { records }).await.expect("scored");
+    scoring.score(proto::ScoreRequest { records }).await.expect("scored");
     service.stop().await;
 
-    client.indices().refresh(IndicesRefreshParts::Index(&[&prefix])).send().await.expect("refresh");
-    let count: Value =
-        client.count(CountParts::Index(&[&prefix])).send().await.expect("count").json().await.expect("json");
+    let count = documents(&client, &prefix).await;
     assert_eq!(count["count"], 300, "every document through the TLS front: {count}");
     let _ =
         client.indices().delete(opensearch::indices::IndicesDeleteParts::Index(&[&format!("{prefix}-*")])).send().await;
