@@ -212,8 +212,9 @@ async fn peak_rate(channel: &Channel, duration: Duration) -> f64 {
 }
 
 /// Latencies of calls started at `rate` per second (open loop: a slow call does not
-/// delay the next start), sorted. A plain thread paces the starts: tokio's timer has
-/// a 1 ms granularity, which would release the calls in bursts of several at once.
+/// delay the next start), and how late each was sent, both in call order. A plain
+/// thread paces the starts: tokio's timer has a 1 ms granularity, which would release
+/// the calls in bursts of several at once.
 fn paced_latencies(
     runtime: &tokio::runtime::Runtime,
     channel: &Channel,
@@ -244,7 +245,7 @@ fn paced_latencies(
 fn unary_latency(running: &Running) {
     let peak = running.runtime.block_on(peak_rate(&running.channel, Duration::from_secs(3)));
     let rate = peak / 2.0;
-    let (mut latencies, late) = paced_latencies(&running.runtime, &running.channel, rate, (rate * 5.0) as usize);
+    let (mut latencies, mut late) = paced_latencies(&running.runtime, &running.channel, rate, (rate * 5.0) as usize);
     // How faithful the open loop was: this machine's sleeping threads wake late (a VM
     // without guest halt polling), and a late pacer sends the overdue calls in a burst
     // that queues at the server. Calls over the 1 ms target right after such a burst
@@ -253,7 +254,6 @@ fn unary_latency(running: &Running) {
         let (target, burst) = (Duration::from_millis(1), Duration::from_micros(500));
         let slow: Vec<usize> = (0..latencies.len()).filter(|&i| latencies[i] > target).collect();
         let after_burst = slow.iter().filter(|&&i| late[i.saturating_sub(20)..=i].iter().any(|&l| l > burst)).count();
-        let mut late = late;
         late.sort();
         println!(
             "grpc/unary_score: pacer late by p50 {:?}, p99 {:?}; {} calls over 1 ms, {after_burst} of them within 20 calls after a send 0.5 ms late",

@@ -16,10 +16,9 @@ use opensearch::indices::{IndicesDeleteParts, IndicesRefreshParts};
 use opensearch::{CountParts, OpenSearch};
 use serde_json::Value;
 
-use crate::opensearch_outage::Relay;
 use crate::servers::{
-    active_stream, aws_config, checkpoints, last_per_shard, metrics, opensearch_url, poll_until, put_all, required_env,
-    unique_name, InProcess, KillOnDrop,
+    active_stream, aws_config, checkpoints, host_port, last_per_shard, metrics, opensearch_url, poll_until, put_all,
+    required_env, unique_name, InProcess, KillOnDrop, Relay,
 };
 
 const BATCH: i64 = 300;
@@ -69,10 +68,6 @@ async fn a_lease_lost_during_a_hung_delivery_loses_nothing_and_scores_nothing_tw
     let table = unique_name("rcfd-leases");
     let prefix = unique_name("rcfd-lease-loss").to_lowercase();
     active_stream(&kinesis, &stream, 1).await;
-    let host_port = |endpoint: &str| {
-        let parsed = opensearch::http::Url::parse(endpoint).expect("endpoint URL");
-        format!("{}:{}", parsed.host_str().expect("host"), parsed.port_or_known_default().expect("port"))
-    };
     let opensearch_relay = Relay::start(host_port(&url)).await;
     let dynamodb_relay = Relay::start(host_port(&required_env("AWS_ENDPOINT_URL_DYNAMODB"))).await;
 

@@ -4,8 +4,6 @@
 //! (refusing and cutting connections) and on again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -14,57 +12,11 @@ use opensearch::http::transport::Transport;
 use opensearch::indices::IndicesRefreshParts;
 use opensearch::{CountParts, OpenSearch};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 use crate::servers::{
-    active_stream, aws_config, checkpoints, last_per_shard, opensearch_url, poll_until, put_all, unique_name, InProcess,
+    active_stream, aws_config, checkpoints, host_port, last_per_shard, opensearch_url, poll_until, put_all,
+    unique_name, InProcess, Relay,
 };
-
-/// A relay to `target` that can be switched off (connections refused and cut).
-pub struct Relay {
-    pub address: std::net::SocketAddr,
-    up: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Relay {
-    pub async fn start(target: String) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let up = Arc::new(AtomicBool::new(true));
-        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (flag, open) = (up.clone(), connections.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !flag.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is refused
-                }
-                let target = target.clone();
-                let relay = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                if let Ok(mut open) = open.lock() {
-                    open.push(relay);
-                }
-            }
-        });
-        Relay { address, up, connections }
-    }
-
-    pub fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        if let Ok(mut open) = self.connections.lock() {
-            open.drain(..).for_each(|c| c.abort());
-        }
-    }
-
-    pub fn up(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
 
 async fn put(
     kinesis: &aws_sdk_kinesis::Client,
@@ -95,8 +47,7 @@ async fn an_opensearch_outage_loses_nothing_and_holds_the_checkpoints_back() {
     let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
     aws_config("AWS_ENDPOINT_URL_DYNAMODB").await;
     let url = opensearch_url();
-    let target = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
-    let relay = Relay::start(target).await;
+    let relay = Relay::start(host_port(&url)).await;
     let (kinesis, dynamodb) = (aws_sdk_kinesis::Client::new(&aws), aws_sdk_dynamodb::Client::new(&aws));
     let (stream, table, prefix) =
         (unique_name("rcfd-outage"), unique_name("rcfd-leases"), unique_name("rcfd-outage").to_lowercase());

@@ -21,10 +21,9 @@ use rcfd::service::config::SimulatorConfig;
 use rcfd::source::simulator::Readings;
 use serde_json::{json, Value};
 
-use crate::opensearch_outage::Relay;
 use crate::servers::{
-    active_stream, aws_config, checkpoints, last_per_shard, metrics, opensearch_url, poll_until, put_all, unique_name,
-    KillOnDrop,
+    active_stream, aws_config, checkpoints, host_port, last_per_shard, metrics, opensearch_url, poll_until, put_all,
+    unique_name, KillOnDrop, Relay,
 };
 
 const SENSORS: usize = 4;
@@ -202,7 +201,7 @@ async fn records_of_a_model_evicted_before_they_were_indexed_are_indexed_after_s
     let aws = aws_config("AWS_ENDPOINT_URL_KINESIS").await;
     aws_config("AWS_ENDPOINT_URL_DYNAMODB").await;
     let url = opensearch_url();
-    let relay = Relay::start(url.trim_start_matches("http://").trim_end_matches('/').to_owned()).await;
+    let relay = Relay::start(host_port(&url)).await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
     let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
     let (stream, table, prefix) =

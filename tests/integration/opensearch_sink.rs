@@ -15,7 +15,7 @@ use rcfd::source::simulator::Readings;
 use rcfd::store::embedded::EmbeddedStore;
 use serde_json::{json, Value};
 
-use crate::servers::{opensearch_url, unique_name, InProcess};
+use crate::servers::{host_port, opensearch_url, unique_name, InProcess};
 
 const DAY: i64 = 1_700_000_000_000; // 2023-11-14
 const CONFLICT_DAY: i64 = 1_577_836_800_000; // 2020-01-01
@@ -241,10 +241,8 @@ async fn tls_front(target: String, cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -
 async fn a_node_behind_tls_with_a_private_ca_is_trusted_through_ca_file_only() {
     let url = opensearch_url();
     let client = OpenSearch::new(Transport::single_node(&url).expect("url"));
-    let node = opensearch::http::Url::parse(&url).expect("node url");
-    let target = format!("{}:{}", node.host_str().expect("host"), node.port_or_known_default().expect("port"));
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
-    let front = tls_front(target, &cert).await;
+    let front = tls_front(host_port(&url), &cert).await;
     let dir = std::env::temp_dir().join(unique_name("rcfd-os-ca"));
     std::fs::create_dir_all(&dir).expect("dir");
     let ca_file = dir.join("ca.pem");

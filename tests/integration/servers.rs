@@ -1,8 +1,11 @@
 //! Where the test servers are, and a fresh name per test run so reruns against the
 //! same long-lived servers never collide.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinHandle;
 
 const HOW_TO_START: &str = "start the servers with `scripts/test.sh` (runs all tests) \
     or `scripts/test.sh --servers` and export the variables it prints";
@@ -219,5 +222,56 @@ impl KillOnDrop {
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// `host:port` of an endpoint URL such as `http://127.0.0.1:9200`, to relay to it.
+pub fn host_port(url: &str) -> String {
+    let parsed = opensearch::http::Url::parse(url).expect("an endpoint URL");
+    format!("{}:{}", parsed.host_str().expect("a host"), parsed.port_or_known_default().expect("a port"))
+}
+
+/// A relay to `target` that can be switched off (connections refused and cut).
+pub struct Relay {
+    pub address: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Relay {
+    pub async fn start(target: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let up = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (flag, open) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let target = target.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                if let Ok(mut open) = open.lock() {
+                    open.push(relay);
+                }
+            }
+        });
+        Relay { address, up, connections }
+    }
+
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Ok(mut open) = self.connections.lock() {
+            open.drain(..).for_each(|c| c.abort());
+        }
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
     }
 }
