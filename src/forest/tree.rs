@@ -546,21 +546,24 @@ impl Tree {
             let mass = b - a + 1;
             return damp(mass, n) * score_seen(path.len(), mass) * normalizer(n);
         }
-        let (mut lo, mut hi) = (leaf, leaf);
+        // Say x lies above its leaf run a..=b. At the node between leaves b and b + 1,
+        // an ancestor of the run, x went left, so x <= its cut < value(b + 1): every
+        // box reaching past b holds x. The walk visits only the boxes below that node,
+        // which all end at b: their upper end is the leaf itself and x's distance
+        // outside them is the same, and only their lower ends are read. Below the run,
+        // the mirror image. The arithmetic is the general walk's, so the score is the
+        // same to the bit.
         let mut score = score_unseen(path.len());
+        let up = x > leaf;
+        let outside = f64::from(if up { x - leaf } else { leaf - x });
         for (level, node) in path.iter().enumerate().rev() {
             let (first, last) = node.range();
-            let (v, w) = (value(first), value(last));
-            lo = if v < lo { v } else { lo };
-            hi = if w > hi { w } else { hi };
-            // As `ranges` computes them, so that the score is the same to the bit.
-            let above = if x > hi { x - hi } else { 0.0 };
-            let below = if x < lo { lo - x } else { 0.0 };
-            let outside = f64::from(above + below);
-            if outside <= 0.0 {
+            let ends_at_run = if up { last == b } else { first == a };
+            if !ends_at_run {
                 break;
             }
-            let merged = f64::from(hi - lo) + outside;
+            let span = if up { leaf - value(first) } else { value(last) - leaf };
+            let merged = f64::from(span) + outside;
             let p = outside / merged;
             score = (1.0 - p) * score + p * score_unseen(level);
         }
