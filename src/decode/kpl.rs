@@ -82,45 +82,51 @@ pub fn deaggregate(data: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
         .collect()
 }
 
+/// What a KPL producer writes for `records` (partition key, user record): the inverse
+/// of [`deaggregate`]. rcfd only reads aggregates; tests and benches write them with
+/// this, as a producer that packs many small records into one Kinesis record would.
+pub fn aggregate<'a>(records: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let mut keys: Vec<String> = Vec::new();
+    let records = records
+        .into_iter()
+        .map(|(key, data)| {
+            let index = keys.iter().position(|k| k == key).unwrap_or_else(|| {
+                keys.push(key.to_owned());
+                keys.len() - 1
+            });
+            Record {
+                partition_key_index: index as u64,
+                explicit_hash_key_index: None,
+                data: data.to_vec(),
+                tags: Vec::new(),
+            }
+        })
+        .collect();
+    let body =
+        AggregatedRecord { partition_key_table: keys, explicit_hash_key_table: Vec::new(), records }.encode_to_vec();
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&body);
+    bytes.extend_from_slice(&Md5::digest(&body));
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn aggregate(records: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut keys: Vec<String> = Vec::new();
-        let records = records
-            .iter()
-            .map(|&(key, data)| {
-                let index = keys.iter().position(|k| k == key).unwrap_or_else(|| {
-                    keys.push(key.to_owned());
-                    keys.len() - 1
-                });
-                Record {
-                    partition_key_index: index as u64,
-                    explicit_hash_key_index: None,
-                    data: data.to_vec(),
-                    tags: Vec::new(),
-                }
-            })
-            .collect();
-        let body = AggregatedRecord { partition_key_table: keys, explicit_hash_key_table: Vec::new(), records }
-            .encode_to_vec();
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&body);
-        bytes.extend_from_slice(&Md5::digest(&body));
-        bytes
-    }
 
     #[test]
     fn an_aggregate_gives_back_its_user_records_in_order() {
         let first = br#"{"iotName": "DemoSensor", "iotValue": 14}"#;
         let second = b"2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK";
         let third = br#"{"iotName": "DemoSensor", "iotValue": 15}"#;
-        let records =
-            deaggregate(&aggregate(&[("DemoSensor", first), ("eni-1235b8ca123456789", second), ("DemoSensor", third)]))
-                .expect("deaggregates");
+        let records = deaggregate(&aggregate([
+            ("DemoSensor", &first[..]),
+            ("eni-1235b8ca123456789", &second[..]),
+            ("DemoSensor", &third[..]),
+        ]))
+        .expect("deaggregates");
         assert_eq!(records, [first.to_vec(), second.to_vec(), third.to_vec()]);
-        assert_eq!(deaggregate(&aggregate(&[])).expect("an empty aggregate"), Vec::<Vec<u8>>::new());
+        assert_eq!(deaggregate(&aggregate([])).expect("an empty aggregate"), Vec::<Vec<u8>>::new());
     }
 
     #[test]
@@ -132,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_wrong_md5_or_body_is_malformed() {
-        let mut bytes = aggregate(&[("k", b"payload")]);
+        let mut bytes = aggregate([("k", &b"payload"[..])]);
         let last = bytes.len() - 1;
         bytes[last] ^= 0xFF;
         assert_eq!(

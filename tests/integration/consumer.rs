@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use md5::Digest;
 use prost::Message;
 use rcfd::decode::kpl;
 use rcfd::service::config::SimulatorConfig;
@@ -67,25 +66,13 @@ async fn scenario(shard_count: i32) {
         );
     }
     // A KPL aggregate of two user records: two events with positions of their own.
-    let user_records: Vec<kpl::Record> = [1i64, 2]
+    let user_records: Vec<Vec<u8>> = [1i64, 2]
         .iter()
-        .map(|i| kpl::Record {
-            partition_key_index: 0,
-            explicit_hash_key_index: None,
-            data: format!(r#"{{"iotName": "Aggregated", "iotValue": {i}, "ts": {}}}"#, 1_700_000_000_000 + i)
-                .into_bytes(),
-            tags: Vec::new(),
+        .map(|i| {
+            format!(r#"{{"iotName": "Aggregated", "iotValue": {i}, "ts": {}}}"#, 1_700_000_000_000 + i).into_bytes()
         })
         .collect();
-    let body = kpl::AggregatedRecord {
-        partition_key_table: vec!["Aggregated".into()],
-        explicit_hash_key_table: Vec::new(),
-        records: user_records,
-    }
-    .encode_to_vec();
-    let mut aggregate = kpl::MAGIC.to_vec();
-    aggregate.extend_from_slice(&body);
-    aggregate.extend_from_slice(&md5::Md5::digest(&body));
+    let aggregate = kpl::aggregate(user_records.iter().map(|data| ("Aggregated", &data[..])));
     entries.push(
         PutRecordsRequestEntry::builder()
             .partition_key("Aggregated")
