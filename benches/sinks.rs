@@ -441,7 +441,7 @@ async fn kinesis_bench(client: &OpenSearch, url: &str, run: u32) {
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
     // One Kinesis record per user record, then the same records in KPL aggregates: the
-    // emulator serves 100 times fewer records, and what it costs leaves the comparison.
+    // emulator serves 100 times fewer records, so less of its own cost is in the comparison.
     for (label, aggregated) in [("one record each", false), (&*format!("KPL, {PER_AGGREGATE} per aggregate"), true)] {
         let name = format!("rcfd-bench-{run}-{}", if aggregated { "kpl" } else { "plain" });
         let stream = kinesis_stream(&kinesis, &name, aggregated).await;
