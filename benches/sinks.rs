@@ -298,16 +298,15 @@ const PER_AGGREGATE: usize = 100;
 
 /// Writes `RECORDS` seed-scenario records (JSON, the entity as partition key) to a new
 /// stream of `KINESIS_SHARDS` shards, one Kinesis record each, or with `aggregated`
-/// `PER_AGGREGATE` consecutive records of one entity per KPL aggregate; returns its
-/// name once they are all in.
-async fn kinesis_stream(kinesis: &aws_sdk_kinesis::Client, name: &str, aggregated: bool) -> String {
+/// `PER_AGGREGATE` consecutive records of one entity per KPL aggregate; returns once
+/// they are all in.
+async fn kinesis_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str, aggregated: bool) {
     use aws_sdk_kinesis::primitives::Blob;
     use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
-    let stream = name.to_owned();
-    kinesis.create_stream().stream_name(&stream).shard_count(KINESIS_SHARDS).send().await.expect("CreateStream");
+    kinesis.create_stream().stream_name(stream).shard_count(KINESIS_SHARDS).send().await.expect("CreateStream");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let described = kinesis.describe_stream_summary().stream_name(&stream).send().await.ok();
+        let described = kinesis.describe_stream_summary().stream_name(stream).send().await.ok();
         let status = described.and_then(|d| d.stream_description_summary).map(|s| s.stream_status);
         if status == Some(StreamStatus::Active) {
             break;
@@ -344,14 +343,13 @@ async fn kinesis_stream(kinesis: &aws_sdk_kinesis::Client, name: &str, aggregate
     for chunk in entries.chunks(500) {
         let put = kinesis
             .put_records()
-            .stream_name(&stream)
+            .stream_name(stream)
             .set_records(Some(chunk.to_vec()))
             .send()
             .await
             .expect("PutRecords");
         assert_eq!(put.failed_record_count, Some(0), "the emulator refused records");
     }
-    stream
 }
 
 /// rcfd started on `stream` (records already in it) with the OpenSearch sink; seconds
@@ -443,9 +441,10 @@ async fn kinesis_bench(client: &OpenSearch, url: &str, run: u32) {
     // One Kinesis record per user record, then the same records in KPL aggregates: the
     // emulator serves 100 times fewer records, so less of its own cost is in the comparison.
     for (label, aggregated) in [("one record each", false), (&*format!("KPL, {PER_AGGREGATE} per aggregate"), true)] {
-        let name = format!("rcfd-bench-{run}-{}", if aggregated { "kpl" } else { "plain" });
-        let stream = kinesis_stream(&kinesis, &name, aggregated).await;
-        let prefix = format!("rcfd-bench-kinesis-{run}-{}", if aggregated { "kpl" } else { "plain" });
+        let kind = if aggregated { "kpl" } else { "plain" };
+        let stream = format!("rcfd-bench-{run}-{kind}");
+        kinesis_stream(&kinesis, &stream, aggregated).await;
+        let prefix = format!("rcfd-bench-kinesis-{run}-{kind}");
         let (rcfd_secs, (first_secs, first_count)) = kinesis_through_rcfd(client, url, &prefix, &stream).await;
         let docs = documents(client, &prefix).await;
         assert_eq!(docs.len(), RECORDS, "the Kinesis run indexed every record once");
