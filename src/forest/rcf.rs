@@ -9,7 +9,7 @@ use super::config::{ForestConfig, ForestParams};
 use super::error::ForestError;
 use super::rng::Rng;
 use super::store::PointStore;
-use super::tree::{Scratch, Tree};
+use super::tree::{Scratch, Tree, LANES};
 
 /// Snapshot format marker and version.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"RCF1";
@@ -324,16 +324,29 @@ impl Forest {
         let mut pending = std::mem::take(&mut scratch.pending);
         let sample_size = self.params.sample_size;
         let x = self.store.point(reference);
-        let scores = self.trees.iter().enumerate().map(|(i, tree)| {
-            let accepts = tree.accepts(t, sample_size);
-            let Scratch { descent, lo, hi, .. } = &mut scratch;
-            let (score, placement) = tree.prepare(x, ready, accepts, &self.store, descent, lo, hi);
-            if let Some(placement) = placement {
-                pending.push((i, placement));
+        let mut scores = std::mem::take(&mut scratch.scores);
+        scores.clear();
+        for (g, group) in self.trees.chunks(LANES).enumerate() {
+            let together = ready && descends_together(group);
+            if together {
+                Tree::descend_lanes(group, x, &mut scratch);
             }
-            score.unwrap_or(0.0)
-        });
-        let total = sum_by_chunks(scores);
+            for (lane, tree) in group.iter().enumerate() {
+                let accepts = tree.accepts(t, sample_size);
+                let Scratch { descent, lanes, lo, hi, .. } = &mut scratch;
+                let (score, placement) = if together {
+                    tree.prepare_descended(x, ready, accepts, &self.store, &lanes[lane], lo, hi)
+                } else {
+                    tree.prepare(x, ready, accepts, &self.store, descent, lo, hi)
+                };
+                if let Some(placement) = placement {
+                    pending.push((g * LANES + lane, placement));
+                }
+                scores.push(score.unwrap_or(0.0));
+            }
+        }
+        let total = sum_by_chunks(scores.iter().copied());
+        scratch.scores = scores;
         let score = if ready { total / self.trees.len() as f64 } else { 0.0 };
         let judged = judge(score, x, self);
         // Second pass: the accepting trees take the point. They are as they were in the
@@ -513,13 +526,32 @@ fn learn_trees(
 ) {
     let len = points.len();
     for (chunk, sums) in trees.chunks_mut(TREE_CHUNK).zip(sums.chunks_mut(len.max(1))) {
-        for tree in chunk {
+        // A group of trees takes the block point by point, each point added to the sum
+        // in tree order as before. Its trees' nodes together still fit the fastest cache.
+        for group in chunk.chunks_mut(LANES) {
             for (point, sum) in points.iter().zip(sums.iter_mut()) {
-                let x = store.point(point.reference);
-                if let Some(score) = tree.learn(point.t, x, point.reference, point.scored, params, store, scratch) {
-                    *sum += score;
+                let (t, reference) = (point.t, point.reference);
+                let x = store.point(reference);
+                if point.scored && descends_together(group) {
+                    Tree::descend_lanes(group, x, scratch);
+                    for (lane, tree) in group.iter_mut().enumerate() {
+                        *sum += tree.learn_lane(t, x, reference, params, store, scratch, lane);
+                    }
+                    continue;
+                }
+                for tree in group.iter_mut() {
+                    if let Some(score) = tree.learn(t, x, reference, point.scored, params, store, scratch) {
+                        *sum += score;
+                    }
                 }
             }
         }
     }
+}
+
+/// Whether [`Tree::descend_lanes`] can take `trees`: a whole group, none of them
+/// (nearly) empty. Trees that only score a point all descend; a point that is not
+/// scored is only descended by the few trees that keep it, one by one.
+fn descends_together(trees: &[Tree]) -> bool {
+    trees.len() == LANES && trees.iter().all(|t| t.mass() > 1)
 }

@@ -7,7 +7,7 @@ use proptest::test_runner::RngSeed;
 
 use super::rng::Rng;
 use super::store::PointStore;
-use super::tree::{ordered, Scratch, Tree};
+use super::tree::{ordered, Scratch, Tree, LANES};
 use super::{Forest, ForestConfig, ForestError};
 
 fn forest(features: usize, shingle_size: usize, trees: usize, sample_size: usize, seed: u64) -> Forest {
@@ -483,5 +483,32 @@ fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
             }
         }
         f.update(&[v]).expect("update");
+    }
+}
+
+#[test]
+fn trees_descended_together_take_the_paths_they_take_alone() {
+    // Integer values make runs of duplicates, where a lane stops early; the probes also
+    // fall between samples and outside their range. One and three dimensions.
+    for (shingle_size, seed) in [(1, 31), (3, 37)] {
+        let (values, _) = seed_scenario(2_000, seed);
+        let mut f = forest(1, shingle_size, 2 * LANES, 64, seed);
+        let mut rng = Rng::new(seed);
+        let (mut together, mut alone) = (Scratch::new(shingle_size), Scratch::new(shingle_size));
+        for (i, &v) in values.iter().enumerate() {
+            f.update(&[v]).expect("update");
+            if f.trees.iter().any(|t| t.mass() < 2) {
+                continue;
+            }
+            let mut x = f.store.shingle_prefix().to_vec();
+            x.push([v, v + 0.5, 150.0 * rng.next_f64() as f32 - 20.0][i % 3]);
+            for group in f.trees.chunks(LANES) {
+                Tree::descend_lanes(group, &x, &mut together);
+                for (lane, tree) in group.iter().enumerate() {
+                    tree.descend(&x, &mut alone.descent);
+                    assert_eq!(together.lanes[lane].outcome(), alone.descent.outcome(), "point {i}, lane {lane}");
+                }
+            }
+        }
     }
 }

@@ -126,7 +126,7 @@ pub(crate) struct Tree {
 }
 
 /// An internal node on the path from the root to a leaf, and the leaves below it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct PathNode {
     gap: u16,
     lo: u16,
@@ -147,6 +147,9 @@ impl PathNode {
         (self.lo as usize, self.hi as usize)
     }
 }
+
+/// How many trees [`Tree::descend_lanes`] descends together.
+pub(crate) const LANES: usize = 4;
 
 /// Paths start with room for this many nodes and grow (rarely) for deeper trees.
 const PATH_CAPACITY: usize = 64;
@@ -182,6 +185,12 @@ impl Descent {
     fn path(&self) -> &[PathNode] {
         &self.nodes[..self.depth]
     }
+
+    /// Where the descent ended and how: the path, the run's root, the leaves.
+    #[cfg(test)]
+    pub(crate) fn outcome(&self) -> (&[PathNode], Option<usize>, (usize, usize)) {
+        (self.path(), self.run_root, self.leaf)
+    }
 }
 
 /// What an accepting tree drew in [`Tree::prepare`] and applies in [`Tree::commit`].
@@ -195,6 +204,12 @@ pub(crate) struct Pending {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Scratch {
     pub(crate) descent: Descent,
+    /// The descents of trees descended together (see [`Tree::descend_lanes`]), and the
+    /// point's keys they share.
+    pub(crate) lanes: [Descent; LANES],
+    lane_keys: Vec<i32>,
+    /// One score per tree of the point being learned (see `Forest::score_judge_update`).
+    pub(crate) scores: Vec<f64>,
     pub(crate) lo: Vec<f32>,
     pub(crate) hi: Vec<f32>,
     pub(crate) delete_path: Vec<PathNode>,
@@ -206,6 +221,9 @@ impl Scratch {
     pub(crate) fn new(dimensions: usize) -> Self {
         Scratch {
             descent: Descent::default(),
+            lanes: Default::default(),
+            lane_keys: Vec::with_capacity(dimensions),
+            scores: Vec::new(),
             lo: Vec::with_capacity(dimensions),
             hi: Vec::with_capacity(dimensions),
             delete_path: Vec::with_capacity(PATH_CAPACITY),
@@ -214,9 +232,12 @@ impl Scratch {
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
-        let paths = self.descent.nodes.capacity() + self.delete_path.capacity();
+        let lanes = self.lanes.iter().map(|d| d.nodes.capacity()).sum::<usize>();
+        let lane_keys = self.lanes.iter().map(|d| d.keys.capacity()).sum::<usize>() + self.lane_keys.capacity();
+        let paths = self.descent.nodes.capacity() + self.delete_path.capacity() + lanes;
         paths * std::mem::size_of::<PathNode>()
-            + (self.lo.capacity() + self.hi.capacity() + self.descent.keys.capacity()) * 4
+            + (self.lo.capacity() + self.hi.capacity() + self.descent.keys.capacity() + lane_keys) * 4
+            + self.scores.capacity() * 8
             + self.pending.capacity() * std::mem::size_of::<(usize, Pending)>()
     }
 }
@@ -344,6 +365,73 @@ impl Tree {
             gap = select_unpredictable(left, gap.wrapping_sub(node.left()), gap + node.right());
         }
         descent.leaf = (lo, hi);
+    }
+
+    /// Descends every tree of `trees` (exactly [`LANES`] of them, each with two leaves
+    /// or more) with the same `x`, into `scratch.lanes`: the same descents as
+    /// [`Tree::descend`], in lockstep. One tree's descent is a chain of dependent loads
+    /// that waits on each; the chains of different trees are independent, so taking a
+    /// level of each in turn lets the core overlap their waits, and the loop ends (a
+    /// mispredicted branch) once per group instead of once per tree.
+    pub(crate) fn descend_lanes(trees: &[Tree], x: &[f32], scratch: &mut Scratch) {
+        let Ok(trees) = <&[Tree; LANES]>::try_from(trees) else {
+            return;
+        };
+        if let [only] = x {
+            let key = ordered(*only);
+            Self::lockstep(trees, &mut scratch.lanes, |_| key);
+        } else {
+            let keys = &mut scratch.lane_keys;
+            keys.clear();
+            keys.extend(x.iter().map(|&v| ordered(v)));
+            let last = keys.len() - 1;
+            // A lane stopped at a run of duplicates reads DUPLICATE as its dimension.
+            Self::lockstep(trees, &mut scratch.lanes, |dim| keys[(dim as usize).min(last)]);
+        }
+    }
+
+    #[inline(always)]
+    fn lockstep(trees: &[Tree; LANES], descents: &mut [Descent; LANES], key: impl Fn(u8) -> i32) {
+        let (mut lo, mut hi, mut gap) = ([0usize; LANES], [0usize; LANES], [0usize; LANES]);
+        let (mut depth, mut run_root) = ([0usize; LANES], [usize::MAX; LANES]);
+        for l in 0..LANES {
+            let n = trees[l].leaves.len();
+            if descents[l].nodes.len() < n {
+                descents[l].nodes.resize(n, PathNode::default());
+            }
+            hi[l] = n - 1;
+            gap[l] = trees[l].root as usize;
+        }
+        loop {
+            let mut any = false;
+            for l in 0..LANES {
+                // A lane that has arrived steps in place: it is not live, so nothing
+                // moves, and its path entry is written past the path's end.
+                let node = trees[l].nodes[gap[l]];
+                let dim = node.dim();
+                let open = lo[l] < hi[l];
+                let live = open & (dim != DUPLICATE);
+                run_root[l] = select_unpredictable(open & !live, gap[l], run_root[l]);
+                descents[l].nodes[depth[l]] = PathNode::new(gap[l], lo[l], hi[l]);
+                depth[l] += live as usize;
+                let left = key(dim) <= node.cut;
+                let (to_lo, to_hi) =
+                    (select_unpredictable(left, lo[l], gap[l] + 1), select_unpredictable(left, gap[l], hi[l]));
+                let to_gap = select_unpredictable(left, gap[l].wrapping_sub(node.left()), gap[l] + node.right());
+                lo[l] = select_unpredictable(live, to_lo, lo[l]);
+                hi[l] = select_unpredictable(live, to_hi, hi[l]);
+                gap[l] = select_unpredictable(live, to_gap, gap[l]);
+                any |= live;
+            }
+            if !any {
+                break;
+            }
+        }
+        for (l, descent) in descents.iter_mut().enumerate() {
+            descent.depth = depth[l];
+            descent.run_root = (run_root[l] != usize::MAX).then_some(run_root[l]);
+            descent.leaf = (lo[l], hi[l]);
+        }
     }
 
     /// Grows the box `lo..hi` to hold the points of `leaves`: the hot loop of scoring.
@@ -598,6 +686,29 @@ impl Tree {
         score
     }
 
+    /// [`Tree::learn`] of a scored point on the descent of lane `lane` (see
+    /// [`Tree::descend_lanes`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn learn_lane(
+        &mut self,
+        t: u64,
+        x: &[f32],
+        reference: u32,
+        params: &ForestParams,
+        store: &PointStore,
+        scratch: &mut Scratch,
+        lane: usize,
+    ) -> f64 {
+        let accepts = self.accepts(t, params.sample_size);
+        let Scratch { lanes, lo, hi, delete_path, .. } = scratch;
+        let descent = &lanes[lane];
+        let (score, pending) = self.prepare_descended(x, true, accepts, store, descent, lo, hi);
+        if let Some(pending) = pending {
+            self.commit(t, pending, descent, reference, params, delete_path);
+        }
+        score.unwrap_or(0.0)
+    }
+
     /// The first half of learning, which leaves the tree as it is: scores `x` (when
     /// `scored`) and, if the tree `accepts` it, draws where it will go.
     #[allow(clippy::too_many_arguments)]
@@ -618,6 +729,22 @@ impl Tree {
         if self.mass() > 0 {
             self.descend(x, descent);
         }
+        self.prepare_descended(x, scored, accepts, store, descent, lo, hi)
+    }
+
+    /// [`Tree::prepare`] on a descent already made.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn prepare_descended(
+        &self,
+        x: &[f32],
+        scored: bool,
+        accepts: bool,
+        store: &PointStore,
+        descent: &Descent,
+        lo: &mut Vec<f32>,
+        hi: &mut Vec<f32>,
+    ) -> (Option<f64>, Option<Pending>) {
         if !accepts {
             return (Some(self.walk(x, store, descent, lo, hi, None).0), None);
         }
