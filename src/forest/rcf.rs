@@ -327,14 +327,14 @@ impl Forest {
         let mut scores = std::mem::take(&mut scratch.scores);
         scores.clear();
         for (g, group) in self.trees.chunks(LANES).enumerate() {
-            let together = ready && descends_together(group);
-            if together {
+            let together = descends_together(group).filter(|_| ready);
+            if let Some(group) = together {
                 Tree::descend_lanes(group, x, &mut scratch);
             }
             for (lane, tree) in group.iter().enumerate() {
                 let accepts = tree.accepts(t, sample_size);
                 let Scratch { descent, lanes, lo, hi, .. } = &mut scratch;
-                let (score, placement) = if together {
+                let (score, placement) = if together.is_some() {
                     tree.prepare_descended(x, ready, accepts, &self.store, &lanes[lane], lo, hi)
                 } else {
                     tree.prepare(x, ready, accepts, &self.store, descent, lo, hi)
@@ -532,8 +532,8 @@ fn learn_trees(
             for (point, sum) in points.iter().zip(sums.iter_mut()) {
                 let (t, reference) = (point.t, point.reference);
                 let x = store.point(reference);
-                if point.scored && descends_together(group) {
-                    Tree::descend_lanes(group, x, scratch);
+                if let Some(together) = descends_together(group).filter(|_| point.scored) {
+                    Tree::descend_lanes(together, x, scratch);
                     for (lane, tree) in group.iter_mut().enumerate() {
                         *sum += tree.learn_lane(t, x, reference, params, store, scratch, lane);
                     }
@@ -549,9 +549,9 @@ fn learn_trees(
     }
 }
 
-/// Whether [`Tree::descend_lanes`] can take `trees`: a whole group, none of them
-/// (nearly) empty. Trees that only score a point all descend; a point that is not
-/// scored is only descended by the few trees that keep it, one by one.
-fn descends_together(trees: &[Tree]) -> bool {
-    trees.len() == LANES && trees.iter().all(|t| t.mass() > 1)
+/// `trees` if [`Tree::descend_lanes`] can take them: a whole group, none of them
+/// (nearly) empty. Only for a scored point, which every tree descends; a point that is
+/// not scored is descended only by the few trees that keep it, one by one.
+fn descends_together(trees: &[Tree]) -> Option<&[Tree; LANES]> {
+    <&[Tree; LANES]>::try_from(trees).ok().filter(|trees| trees.iter().all(|t| t.mass() > 1))
 }

@@ -502,7 +502,8 @@ fn trees_descended_together_take_the_paths_they_take_alone() {
             }
             let mut x = f.store.shingle_prefix().to_vec();
             x.push([v, v + 0.5, 150.0 * rng.next_f64() as f32 - 20.0][i % 3]);
-            for group in f.trees.chunks(LANES) {
+            for group in f.trees.chunks_exact(LANES) {
+                let group = <&[Tree; LANES]>::try_from(group).expect("whole groups");
                 Tree::descend_lanes(group, &x, &mut together);
                 for (lane, tree) in group.iter().enumerate() {
                     tree.descend(&x, &mut alone.descent);

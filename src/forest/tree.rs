@@ -367,16 +367,13 @@ impl Tree {
         descent.leaf = (lo, hi);
     }
 
-    /// Descends every tree of `trees` (exactly [`LANES`] of them, each with two leaves
-    /// or more) with the same `x`, into `scratch.lanes`: the same descents as
-    /// [`Tree::descend`], in lockstep. One tree's descent is a chain of dependent loads
-    /// that waits on each; the chains of different trees are independent, so taking a
-    /// level of each in turn lets the core overlap their waits, and the loop ends (a
-    /// mispredicted branch) once per group instead of once per tree.
-    pub(crate) fn descend_lanes(trees: &[Tree], x: &[f32], scratch: &mut Scratch) {
-        let Ok(trees) = <&[Tree; LANES]>::try_from(trees) else {
-            return;
-        };
+    /// Descends every tree of `trees` (each with two leaves or more) with the same `x`,
+    /// into `scratch.lanes`: the same descents as [`Tree::descend`], in lockstep. One
+    /// tree's descent is a chain of dependent loads that waits on each; the chains of
+    /// different trees are independent, so taking a level of each in turn lets the core
+    /// overlap their waits, and the loop ends (a mispredicted branch) once per group
+    /// instead of once per tree.
+    pub(crate) fn descend_lanes(trees: &[Tree; LANES], x: &[f32], scratch: &mut Scratch) {
         if let [only] = x {
             let key = ordered(*only);
             Self::lockstep(trees, &mut scratch.lanes, |_| key);
