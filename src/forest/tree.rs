@@ -204,10 +204,9 @@ pub(crate) struct Pending {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Scratch {
     pub(crate) descent: Descent,
-    /// The descents of trees descended together (see [`Tree::descend_lanes`]), and the
-    /// point's keys they share.
+    /// The descents of trees descended together (see [`Tree::descend_lanes`]); they
+    /// share the point's keys in `descent.keys`.
     pub(crate) lanes: [Descent; LANES],
-    lane_keys: Vec<i32>,
     /// One score per tree of the point being learned (see `Forest::score_judge_update`).
     pub(crate) scores: Vec<f64>,
     pub(crate) lo: Vec<f32>,
@@ -222,7 +221,6 @@ impl Scratch {
         Scratch {
             descent: Descent::default(),
             lanes: Default::default(),
-            lane_keys: Vec::with_capacity(dimensions),
             scores: Vec::new(),
             lo: Vec::with_capacity(dimensions),
             hi: Vec::with_capacity(dimensions),
@@ -233,10 +231,9 @@ impl Scratch {
 
     pub(crate) fn memory_bytes(&self) -> usize {
         let lanes = self.lanes.iter().map(|d| d.nodes.capacity()).sum::<usize>();
-        let lane_keys = self.lanes.iter().map(|d| d.keys.capacity()).sum::<usize>() + self.lane_keys.capacity();
         let paths = self.descent.nodes.capacity() + self.delete_path.capacity() + lanes;
         paths * std::mem::size_of::<PathNode>()
-            + (self.lo.capacity() + self.hi.capacity() + self.descent.keys.capacity() + lane_keys) * 4
+            + (self.lo.capacity() + self.hi.capacity() + self.descent.keys.capacity()) * 4
             + self.scores.capacity() * 8
             + self.pending.capacity() * std::mem::size_of::<(usize, Pending)>()
     }
@@ -378,7 +375,7 @@ impl Tree {
             let key = ordered(*only);
             Self::lockstep(trees, &mut scratch.lanes, |_| key);
         } else {
-            let keys = &mut scratch.lane_keys;
+            let keys = &mut scratch.descent.keys;
             keys.clear();
             keys.extend(x.iter().map(|&v| ordered(v)));
             let last = keys.len() - 1;
