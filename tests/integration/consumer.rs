@@ -16,8 +16,8 @@ use rcfd::source::simulator::Readings;
 use rcfd::store::embedded::EmbeddedStore;
 
 use crate::servers::{
-    active_stream, aws_config, checkpoints, last_per_shard, metrics, poll_until, put_all, unique_name, wait_active,
-    InProcess, KillOnDrop,
+    active_stream, aws_config, checkpoints, free_port, last_per_shard, metrics, poll_until, put_all, unique_name,
+    wait_active, InProcess, KillOnDrop,
 };
 
 const SENSORS: usize = 4;
@@ -424,8 +424,6 @@ async fn after_sigkill_another_instance_takes_over_and_resumes_from_the_checkpoi
     // The real binary, killed with SIGKILL: no shutdown, no lease given up.
     let dir = std::env::temp_dir().join(unique_name("rcfd-kill"));
     std::fs::create_dir_all(&dir).expect("dir");
-    let free_port =
-        || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
     let (grpc_port, http_port) = (free_port(), free_port());
     let killed_store = dir.join("killed.redb");
     let config = dir.join("rcfd.toml");

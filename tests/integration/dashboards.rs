@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use opensearch::http::transport::Transport;
 use opensearch::indices::IndicesRefreshParts;
-use opensearch::{CountParts, OpenSearch, SearchParts};
+use opensearch::{CountParts, OpenSearch};
 use rcfd::dashboards::objects::{self, DashboardSettings};
 use rcfd::dashboards::query::{panel_request, TimeRange};
 use rcfd::service::config::SimulatorConfig;
@@ -22,7 +22,7 @@ use rcfd::source::simulator::Readings;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::servers::{opensearch_url, required_env, unique_name, InProcess};
+use crate::servers::{opensearch_url, required_env, search, unique_name, InProcess};
 
 /// 2023-11-15 00:00 UTC: on the hour, so the heat map has whole hours.
 const START: i64 = 1_700_006_400_000;
@@ -89,15 +89,6 @@ async fn fill(url: &str, prefix: &str) -> Vec<Scored> {
     service.stop().await;
     let _ = std::fs::remove_file(&store);
     scored
-}
-
-async fn search(client: &OpenSearch, index: &str, body: &Value) -> Value {
-    let response = client.search(SearchParts::Index(&[index])).body(body.clone()).send().await.expect("search");
-    let status = response.status_code();
-    let answer: Value = response.json().await.expect("json");
-    assert!(status.is_success(), "OpenSearch refused the panel's query {body}: {answer}");
-    assert_eq!(answer["_shards"]["failed"], 0, "{answer}");
-    answer
 }
 
 fn buckets(value: &Value) -> &Vec<Value> {

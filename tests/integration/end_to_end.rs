@@ -9,15 +9,15 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use opensearch::http::transport::Transport;
 use opensearch::indices::IndicesRefreshParts;
-use opensearch::{CountParts, OpenSearch, SearchParts};
+use opensearch::{CountParts, OpenSearch};
 use rcfd::service::config::SimulatorConfig;
 use rcfd::source::simulator::Readings;
 use rcfd::store::embedded::EmbeddedStore;
 use serde_json::{json, Value};
 
 use crate::servers::{
-    active_stream, aws_config, checkpoints, last_per_shard, opensearch_url, poll_until, put_all, subscribed_queue,
-    unique_name, InProcess,
+    active_stream, aws_config, checkpoints, last_per_shard, opensearch_url, poll_until, put_all, search,
+    subscribed_queue, unique_name, InProcess,
 };
 
 const SENSORS: usize = 4;
@@ -83,15 +83,8 @@ async fn kinesis_to_opensearch_and_sns() {
         let events = journal.recent_events(SENSORS * TICKS).expect("events");
         events.iter().filter(|e| !e.learning && injected[&format!("{}@{}", e.entity, e.event_ms)]).count()
     };
-    let top: Value = client
-        .search(SearchParts::Index(&[&prefix]))
-        .body(json!({"size": anomalies, "sort": [{"anomaly_score": "desc"}], "query": {"term": {"learning": false}}}))
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("json");
+    let query = json!({"size": anomalies, "sort": [{"anomaly_score": "desc"}], "query": {"term": {"learning": false}}});
+    let top = search(&client, &prefix, &query).await;
     let hits = top["hits"]["hits"].as_array().expect("hits");
     assert!(anomalies > 5 && hits.len() == anomalies);
     for hit in hits {

@@ -17,8 +17,8 @@ use opensearch::{CountParts, OpenSearch};
 use serde_json::Value;
 
 use crate::servers::{
-    active_stream, aws_config, checkpoints, host_port, last_per_shard, metrics, opensearch_url, poll_until, put_all,
-    required_env, unique_name, InProcess, KillOnDrop, Relay,
+    active_stream, aws_config, checkpoints, free_port, host_port, last_per_shard, metrics, opensearch_url, poll_until,
+    put_all, required_env, unique_name, InProcess, KillOnDrop, Relay,
 };
 
 const BATCH: i64 = 300;
@@ -74,8 +74,6 @@ async fn a_lease_lost_during_a_hung_delivery_loses_nothing_and_scores_nothing_tw
     // A: the real binary, its DynamoDB and OpenSearch through the relays.
     let dir = std::env::temp_dir().join(unique_name("rcfd-lease-loss"));
     std::fs::create_dir_all(&dir).expect("dir");
-    let free_port =
-        || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
     let (grpc_port, http_port) = (free_port(), free_port());
     let text = config(
         &dir.join("a.redb"),

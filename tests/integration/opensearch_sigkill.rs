@@ -16,14 +16,14 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use opensearch::http::transport::Transport;
 use opensearch::indices::IndicesRefreshParts;
-use opensearch::{OpenSearch, SearchParts};
+use opensearch::OpenSearch;
 use rcfd::service::config::SimulatorConfig;
 use rcfd::source::simulator::Readings;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::servers::{
-    active_stream, aws_config, checkpoints, host_port, last_per_shard, metrics, opensearch_url, poll_until, put_all,
-    unique_name, KillOnDrop, Relay,
+    active_stream, aws_config, checkpoints, free_port, host_port, last_per_shard, metrics, opensearch_url, poll_until,
+    put_all, search, unique_name, KillOnDrop, Relay,
 };
 
 const SENSORS: usize = 4;
@@ -47,15 +47,7 @@ async fn indexed_ids(client: &OpenSearch, prefix: &str) -> Vec<String> {
     if !refreshed.as_ref().is_ok_and(|r| r.status_code().is_success()) {
         return Vec::new();
     }
-    let found: Value = client
-        .search(SearchParts::Index(&[prefix]))
-        .body(json!({"size": 10_000, "_source": false, "query": {"match_all": {}}}))
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("json");
+    let found = search(client, prefix, &json!({"size": 10_000, "_source": false, "query": {"match_all": {}}})).await;
     let hits = found["hits"]["hits"].as_array().expect("hits");
     hits.iter().map(|h| h["_id"].as_str().expect("an _id").to_owned()).collect()
 }
@@ -143,8 +135,6 @@ async fn sigkill_mid_stream_with_the_opensearch_sink_loses_and_duplicates_nothin
     let dir = std::env::temp_dir().join(unique_name("rcfd-kill-os"));
     std::fs::create_dir_all(&dir).expect("dir");
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
-    let free_port =
-        || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
     let config = dir.join("rcfd.toml");
     let text = format!(
         "[grpc]\nlisten = '127.0.0.1:{}'\n[http]\nlisten = '127.0.0.1:{}'\n[store]\npath = '{}'\n[models]\ndetectors = ['{models}']\n\
@@ -211,8 +201,6 @@ async fn records_of_a_model_evicted_before_they_were_indexed_are_indexed_after_s
     let dir = std::env::temp_dir().join(unique_name("rcfd-evict"));
     std::fs::create_dir_all(&dir).expect("dir");
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
-    let free_port =
-        || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
     let http_port = free_port();
     let config = dir.join("rcfd.toml");
     // Room for two models, three entities taking turns: every record evicts one.

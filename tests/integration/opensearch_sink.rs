@@ -8,14 +8,14 @@
 
 use opensearch::http::transport::Transport;
 use opensearch::indices::{IndicesCreateParts, IndicesGetIndexTemplateParts, IndicesRefreshParts};
-use opensearch::{CountParts, OpenSearch, SearchParts};
+use opensearch::{CountParts, OpenSearch};
 use rcfd::service::config::{Config, ServiceConfig, SimulatorConfig};
 use rcfd::source::grpc::proto::{self, detectors_client::DetectorsClient, scoring_client::ScoringClient};
 use rcfd::source::simulator::Readings;
 use rcfd::store::embedded::EmbeddedStore;
 use serde_json::{json, Value};
 
-use crate::servers::{host_port, opensearch_url, unique_name, InProcess};
+use crate::servers::{host_port, opensearch_url, search, unique_name, InProcess};
 
 const DAY: i64 = 1_700_000_000_000; // 2023-11-14
 const CONFLICT_DAY: i64 = 1_577_836_800_000; // 2020-01-01
@@ -101,17 +101,9 @@ async fn every_scored_record_is_one_document_and_refused_ones_are_dead_letters()
 
     let count = documents(&client, &prefix).await;
     assert_eq!(count["count"], 2_000 + 5, "one document per record, the resent ones overwritten: {count}");
-    let top: Value = client
-        .search(SearchParts::Index(&[&prefix]))
-        .body(
-            json!({"size": injected, "sort": [{"anomaly_score": "desc"}], "query": {"term": {"entity": "DemoSensor"}}}),
-        )
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("json");
+    let query =
+        json!({"size": injected, "sort": [{"anomaly_score": "desc"}], "query": {"term": {"entity": "DemoSensor"}}});
+    let top = search(&client, &prefix, &query).await;
     let hits = top["hits"]["hits"].as_array().expect("hits");
     assert!(injected > 5 && hits.len() == injected, "{injected} injected");
     assert!(

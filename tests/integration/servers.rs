@@ -33,6 +33,23 @@ pub async fn aws_config(endpoint_var: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
 }
 
+/// A port nothing listens on now, for a service started as a separate process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// The answer of OpenSearch to a search of `index` with `body`, which must succeed on
+/// every shard.
+pub async fn search(client: &opensearch::OpenSearch, index: &str, body: &serde_json::Value) -> serde_json::Value {
+    let response =
+        client.search(opensearch::SearchParts::Index(&[index])).body(body.clone()).send().await.expect("search");
+    let status = response.status_code();
+    let answer: serde_json::Value = response.json().await.expect("json");
+    assert!(status.is_success(), "OpenSearch refused the search {body}: {answer}");
+    assert_eq!(answer["_shards"]["failed"], 0, "{answer}");
+    answer
+}
+
 /// A name unique to this process and call, e.g. `rcfd-smoke-1a2b3c-0`.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::Code;
 
-use crate::servers::{poll_until, required_env, unique_name, KillOnDrop};
+use crate::servers::{free_port, poll_until, required_env, unique_name, KillOnDrop};
 
 const SENSOR_TOML: &str = "name = \"sensor\"\nentity_key = [\"iotName\"]\nfeatures = [\"iotValue\"]\n[forest]\ntrees = 30\nsample_size = 128\n";
 const TOKEN: &str = "s3cret-token-for-tests";
@@ -468,8 +468,6 @@ async fn the_simulator_shows_anomalies_on_the_live_page_and_in_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_stops_cleanly_on_sigterm() {
-    let free_port =
-        || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
     let (grpc_port, http_port) = (free_port(), free_port());
     let dir = std::env::temp_dir().join(unique_name("rcfd-binary"));
     std::fs::create_dir_all(&dir).expect("dir");

@@ -2,7 +2,7 @@
 
 use opensearch::http::transport::Transport;
 use opensearch::params::Refresh;
-use opensearch::{IndexParts, OpenSearch, SearchParts};
+use opensearch::{IndexParts, OpenSearch};
 use serde_json::{json, Value};
 
 use crate::servers;
@@ -33,15 +33,8 @@ async fn indexes_and_searches_a_scored_event() {
         .expect("index request");
     assert!(indexed.status_code().is_success(), "index failed: {}", indexed.text().await.unwrap_or_default());
 
-    let found: Value = client
-        .search(SearchParts::Index(&[&index]))
-        .body(json!({ "query": { "range": { "anomaly_score": { "gte": 3.0 } } } }))
-        .send()
-        .await
-        .expect("search request")
-        .json()
-        .await
-        .expect("search JSON");
+    let found =
+        servers::search(&client, &index, &json!({ "query": { "range": { "anomaly_score": { "gte": 3.0 } } } })).await;
     assert_eq!(found["hits"]["total"]["value"], 1, "{found}");
     assert_eq!(found["hits"]["hits"][0]["_id"], "stream/shard-0/49590");
     assert_eq!(found["hits"]["hits"][0]["_source"]["entity"], "DemoSensor");
