@@ -3,7 +3,8 @@
 //! `Score` calls of the same records over loopback to a running service (which also
 //! builds scored events and journals them). Then, outside criterion, the unary `Score`
 //! latency: first the peak rate of one-record calls from a few concurrent clients,
-//! then calls paced at half that rate, reporting p50/p99.
+//! then calls paced at half that rate, reporting p50/p99, and the standard health check
+//! paced the same way on the same server: the transport's own share of the tail.
 //! Run: `cargo bench --bench grpc`.
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use rcfd::source::grpc::proto::{self, scoring_client::ScoringClient};
 use rcfd::store::embedded::EmbeddedStore;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 /// 50 trees, sample size 256, shingle 1: the forest of the speed targets (the
 /// default detector's sample size is 1024 since 2026-12-04, for NAB accuracy; the
@@ -215,12 +217,16 @@ async fn peak_rate(channel: &Channel, duration: Duration) -> f64 {
 /// delay the next start), and how late each was sent, both in call order. A plain
 /// thread paces the starts: tokio's timer has a 1 ms granularity, which would release
 /// the calls in bursts of several at once.
-fn paced_latencies(
+fn paced_latencies<F, C>(
     runtime: &tokio::runtime::Runtime,
-    channel: &Channel,
     rate: f64,
     calls: usize,
-) -> (Vec<Duration>, Vec<Duration>) {
+    call: C,
+) -> (Vec<Duration>, Vec<Duration>)
+where
+    C: Fn(usize) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(calls);
@@ -231,10 +237,10 @@ fn paced_latencies(
             std::thread::sleep(wait);
         }
         late.push(Instant::now().saturating_duration_since(due));
-        let mut client = ScoringClient::new(channel.clone());
+        let call = call(n);
         tasks.push(runtime.spawn(async move {
             let sent = Instant::now();
-            client.score(one_record(n)).await.expect("scored");
+            call.await;
             sent.elapsed()
         }));
     }
@@ -242,37 +248,52 @@ fn paced_latencies(
     (latencies, late)
 }
 
+/// Prints p50/p99/max of `latencies` and how faithful the pacer was (`late`).
+fn report(name: &str, rate: f64, mut latencies: Vec<Duration>, mut late: Vec<Duration>) {
+    // This machine's sleeping threads wake late (a VM without guest halt polling), and
+    // a late pacer sends the overdue calls in a burst that queues at the server. Calls
+    // over the 1 ms target right after such a burst are the pacer's doing as much as
+    // the service's.
+    let (target, burst) = (Duration::from_millis(1), Duration::from_micros(500));
+    let slow: Vec<usize> = (0..latencies.len()).filter(|&i| latencies[i] > target).collect();
+    let after_burst = slow.iter().filter(|&&i| late[i.saturating_sub(20)..=i].iter().any(|&l| l > burst)).count();
+    late.sort();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!(
+        "{name}: at {rate:.0} calls/s ({} calls): p50 {:?}, p99 {:?}, max {:?}; pacer late by p50 {:?}, p99 {:?}; {} calls over 1 ms, {after_burst} of them within 20 calls after a send 0.5 ms late",
+        latencies.len(),
+        at(0.50),
+        at(0.99),
+        latencies[latencies.len() - 1],
+        late[late.len() / 2],
+        late[late.len() * 99 / 100],
+        slow.len(),
+    );
+}
+
 fn unary_latency(running: &Running) {
     let peak = running.runtime.block_on(peak_rate(&running.channel, Duration::from_secs(3)));
     let rate = peak / 2.0;
-    let (mut latencies, mut late) = paced_latencies(&running.runtime, &running.channel, rate, (rate * 5.0) as usize);
-    // How faithful the open loop was: this machine's sleeping threads wake late (a VM
-    // without guest halt polling), and a late pacer sends the overdue calls in a burst
-    // that queues at the server. Calls over the 1 ms target right after such a burst
-    // are the pacer's doing as much as the service's.
-    {
-        let (target, burst) = (Duration::from_millis(1), Duration::from_micros(500));
-        let slow: Vec<usize> = (0..latencies.len()).filter(|&i| latencies[i] > target).collect();
-        let after_burst = slow.iter().filter(|&&i| late[i.saturating_sub(20)..=i].iter().any(|&l| l > burst)).count();
-        late.sort();
-        println!(
-            "grpc/unary_score: pacer late by p50 {:?}, p99 {:?}; {} calls over 1 ms, {after_burst} of them within 20 calls after a send 0.5 ms late",
-            late[late.len() / 2],
-            late[late.len() * 99 / 100],
-            slow.len(),
-        );
-    }
-    latencies.sort();
-    {
-        let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-        println!(
-            "grpc/unary_score: peak {peak:.0} calls/s ({CLIENTS} clients); at half ({rate:.0} calls/s, {} calls): p50 {:?}, p99 {:?}, max {:?}",
-            latencies.len(),
-            at(0.50),
-            at(0.99),
-            latencies[latencies.len() - 1]
-        );
-    }
+    println!("grpc/unary_score: peak {peak:.0} calls/s ({CLIENTS} clients); paced at half:");
+    let calls = (rate * 5.0) as usize;
+    let channel = running.channel.clone();
+    let (latencies, late) = paced_latencies(&running.runtime, rate, calls, |n| {
+        let mut client = ScoringClient::new(channel.clone());
+        async move {
+            client.score(one_record(n)).await.expect("scored");
+        }
+    });
+    report("grpc/unary_score", rate, latencies, late);
+    // The same calls' transport alone: the health check on the same server, channel and
+    // runtime, at the same rate. What Score's tail has beyond this is the service's.
+    let (latencies, late) = paced_latencies(&running.runtime, rate, calls, |_| {
+        let mut client = HealthClient::new(channel.clone());
+        async move {
+            client.check(HealthCheckRequest { service: String::new() }).await.expect("serving");
+        }
+    });
+    report("grpc/unary_health_check (transport only)", rate, latencies, late);
 }
 
 fn main() {
