@@ -2,7 +2,7 @@
 //! entity's first record, capped in number, the least recently used evicted to the
 //! snapshot store and restored when its entity comes back. Event time throughout.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::config::Detector;
@@ -23,6 +23,9 @@ pub enum RegistryError {
     DetectorExists(String),
     #[error("no model of detector `{detector}` for entity `{entity}`")]
     UnknownModel { detector: String, entity: String },
+    /// The caller must wait for the model to come back (the scorer does).
+    #[error("the model of detector `{detector}` for entity `{entity}` is being scored")]
+    Lent { detector: String, entity: String },
     #[error("event time {event_ms} ms is {late_ms} ms before {entity}'s latest event; at most {max_ms} ms is allowed")]
     Late { entity: String, event_ms: i64, late_ms: i64, max_ms: i64 },
     #[error(transparent)]
@@ -133,12 +136,18 @@ impl Resident {
 pub struct Lent {
     key: ModelKey,
     resident: Resident,
+    /// The detector as it was when the model was lent.
+    detector: Arc<Detector>,
     max_lateness_ms: i64,
 }
 
 impl Lent {
     pub fn key(&self) -> &ModelKey {
         &self.key
+    }
+
+    pub fn detector(&self) -> &Arc<Detector> {
+        &self.detector
     }
 
     /// [`Registry::process`] on this model.
@@ -153,11 +162,14 @@ impl Lent {
 }
 
 pub struct Registry {
-    detectors: HashMap<String, Detector>,
+    /// Shared with the lent models, so that a model coming back can tell whether its
+    /// detector was replaced or removed while it was out.
+    detectors: HashMap<String, Arc<Detector>>,
     /// The resident models, but for those lent out.
     models: HashMap<ModelKey, Resident>,
-    /// How many models are lent out.
-    lent: usize,
+    /// The entities whose models are lent out, by detector.
+    lent: HashMap<String, HashSet<String>>,
+    lent_count: usize,
     /// last_used -> key, to find the least recently used model in O(log n).
     recency: BTreeMap<u64, ModelKey>,
     clock: u64,
@@ -171,9 +183,10 @@ impl Registry {
     /// A registry of at most `capacity` resident models (at least 1).
     pub fn new(detectors: Vec<Detector>, capacity: usize, store: Arc<dyn SnapshotStore>) -> Self {
         Registry {
-            detectors: detectors.into_iter().map(|d| (d.name.clone(), d)).collect(),
+            detectors: detectors.into_iter().map(|d| (d.name.clone(), Arc::new(d))).collect(),
             models: HashMap::new(),
-            lent: 0,
+            lent: HashMap::new(),
+            lent_count: 0,
             recency: BTreeMap::new(),
             clock: 0,
             capacity: capacity.max(1),
@@ -190,7 +203,20 @@ impl Registry {
 
     /// Resident models, counting those lent out.
     pub fn resident(&self) -> usize {
-        self.models.len() + self.lent
+        self.models.len() + self.lent_count
+    }
+
+    /// Whether the model of `entity` under `detector` is lent out.
+    pub fn is_lent(&self, detector: &str, entity: &str) -> bool {
+        self.lent.get(detector).is_some_and(|entities| entities.contains(entity))
+    }
+
+    /// Whether any model of `detector` (any model at all, for None) is lent out.
+    pub fn lends_any(&self, detector: Option<&str>) -> bool {
+        match detector {
+            Some(detector) => self.lent.get(detector).is_some_and(|entities| !entities.is_empty()),
+            None => self.lent_count > 0,
+        }
     }
 
     pub fn stats(&self) -> RegistryStats {
@@ -223,6 +249,7 @@ impl Registry {
         if entity.is_empty() {
             return Err(RegistryError::EmptyEntity);
         }
+        self.check_not_lent(detector, entity)?;
         let key = ModelKey { detector: detector.to_owned(), entity: entity.to_owned() };
         self.make_resident(&key)?;
         self.clock += 1;
@@ -235,26 +262,48 @@ impl Registry {
         Ok(key)
     }
 
+    fn check_not_lent(&self, detector: &str, entity: &str) -> Result<(), RegistryError> {
+        if self.is_lent(detector, entity) {
+            return Err(RegistryError::Lent { detector: detector.to_owned(), entity: entity.to_owned() });
+        }
+        Ok(())
+    }
+
     /// Takes the model of `entity` out of the registry (created or restored as
-    /// [`Registry::process`] would), so that a batch can score several models on
-    /// several threads; [`Registry::give_back`] returns it. While it is out it cannot
-    /// be evicted, and it counts against the capacity.
+    /// [`Registry::process`] would), so that it can be scored without holding the
+    /// registry; [`Registry::give_back`] returns it. While it is out it cannot be
+    /// evicted, inspected or lent again, and it counts against the capacity.
     pub fn lend(&mut self, detector: &str, entity: &str) -> Result<Lent, RegistryError> {
         let key = self.touch(detector, entity)?;
+        let shared =
+            self.detectors.get(detector).cloned().ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
         let resident = self.models.remove(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
         self.recency.remove(&resident.last_used);
-        self.lent += 1;
-        Ok(Lent { key, resident, max_lateness_ms: self.max_lateness_ms })
+        self.lent.entry(key.detector.clone()).or_default().insert(key.entity.clone());
+        self.lent_count += 1;
+        Ok(Lent { key, resident, detector: shared, max_lateness_ms: self.max_lateness_ms })
     }
 
     /// Returns a model from [`Registry::lend`]; if more models were lent than the
-    /// capacity holds, the least recently used go to the snapshot store now.
+    /// capacity holds, the least recently used go to the snapshot store now. A model
+    /// whose detector was replaced or removed while it was out is dropped: it belongs
+    /// to a configuration that no longer exists.
     pub fn give_back(&mut self, lent: Lent) -> Result<(), RegistryError> {
-        let Lent { key, resident, .. } = lent;
-        self.lent = self.lent.saturating_sub(1);
+        let Lent { key, resident, detector, .. } = lent;
+        if let Some(entities) = self.lent.get_mut(&key.detector) {
+            if entities.remove(&key.entity) {
+                self.lent_count -= 1;
+            }
+            if entities.is_empty() {
+                self.lent.remove(&key.detector);
+            }
+        }
+        if !self.detectors.get(&key.detector).is_some_and(|current| Arc::ptr_eq(current, &detector)) {
+            return Ok(());
+        }
         self.recency.insert(resident.last_used, key.clone());
         self.models.insert(key, resident);
-        while self.models.len() + self.lent > self.capacity && !self.recency.is_empty() {
+        while self.models.len() + self.lent_count > self.capacity && !self.recency.is_empty() {
             self.evict_least_recent()?;
         }
         Ok(())
@@ -284,7 +333,7 @@ impl Registry {
         if let Some(old) = self.models.remove(key) {
             self.recency.remove(&old.last_used);
         }
-        if self.models.len() + self.lent >= self.capacity {
+        if self.models.len() + self.lent_count >= self.capacity {
             self.evict_least_recent()?;
         }
         self.clock += 1;
@@ -317,12 +366,12 @@ impl Registry {
     }
 
     pub fn detector(&self, name: &str) -> Option<&Detector> {
-        self.detectors.get(name)
+        self.detectors.get(name).map(|d| &**d)
     }
 
     /// Every detector, by name.
     pub fn detectors(&self) -> Vec<&Detector> {
-        let mut all: Vec<&Detector> = self.detectors.values().collect();
+        let mut all: Vec<&Detector> = self.detectors.values().map(|d| &**d).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -332,7 +381,7 @@ impl Registry {
         if self.detectors.contains_key(&detector.name) {
             return Err(RegistryError::DetectorExists(detector.name));
         }
-        self.detectors.insert(detector.name.clone(), detector);
+        self.detectors.insert(detector.name.clone(), Arc::new(detector));
         Ok(())
     }
 
@@ -340,7 +389,7 @@ impl Registry {
     /// features or parameters cannot go on under the new configuration.
     pub fn replace_detector(&mut self, detector: Detector) -> Result<u64, RegistryError> {
         let deleted = self.delete_models(&detector.name)?;
-        self.detectors.insert(detector.name.clone(), detector);
+        self.detectors.insert(detector.name.clone(), Arc::new(detector));
         Ok(deleted)
     }
 
@@ -385,6 +434,7 @@ impl Registry {
         if entity.is_empty() {
             return Err(RegistryError::EmptyEntity);
         }
+        self.check_not_lent(detector, entity)?;
         let config = self.detectors.get(detector).ok_or_else(|| RegistryError::UnknownDetector(detector.to_owned()))?;
         let snapshot: Snapshot = bincode::deserialize(bytes).map_err(|e| ModelError::Snapshot(e.to_string()))?;
         let resident = Resident::restored(snapshot, config)?;
@@ -399,6 +449,7 @@ impl Registry {
         if !self.detectors.contains_key(detector) {
             return Err(RegistryError::UnknownDetector(detector.to_owned()));
         }
+        self.check_not_lent(detector, entity)?;
         let unknown = || RegistryError::UnknownModel { detector: detector.to_owned(), entity: entity.to_owned() };
         let key = ModelKey { detector: detector.to_owned(), entity: entity.to_owned() };
         if !self.models.contains_key(&key) && self.store.get(&key)?.is_none() {
@@ -464,6 +515,30 @@ mod tests {
         assert_eq!(large.stats(), RegistryStats { created: 3, evicted: 0, restored: 0 });
         let _ = std::fs::remove_file(small_path);
         let _ = std::fs::remove_file(large_path);
+    }
+
+    #[test]
+    fn a_lent_model_is_not_lent_twice_and_goes_away_if_its_detector_changed_meanwhile() {
+        let (store, path) = store("lent-twice");
+        let mut registry = Registry::new(vec![detector()], 10, store);
+        let mut lent = registry.lend("iot", "sensor-1").expect("lent");
+        lent.process(1, &[20.0], None).expect("scored");
+        assert!(registry.is_lent("iot", "sensor-1") && registry.lends_any(Some("iot")));
+        // A second copy would learn half the records each; the caller must wait instead.
+        assert!(matches!(registry.lend("iot", "sensor-1"), Err(RegistryError::Lent { .. })));
+        assert!(matches!(registry.model_info("iot", "sensor-1"), Err(RegistryError::Lent { .. })));
+        assert!(matches!(registry.process("iot", "sensor-1", 2, &[20.0], None), Err(RegistryError::Lent { .. })));
+        registry.give_back(lent).expect("given back");
+        assert!(!registry.lends_any(None));
+        assert_eq!(registry.model_info("iot", "sensor-1").expect("back").points_seen, 1);
+
+        // Replaced while out: the model of the old configuration does not come back.
+        let lent = registry.lend("iot", "sensor-1").expect("lent");
+        registry.replace_detector(detector()).expect("replaced");
+        registry.give_back(lent).expect("given back");
+        assert!(matches!(registry.model_info("iot", "sensor-1"), Err(RegistryError::UnknownModel { .. })));
+        assert_eq!(registry.resident(), 0);
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

@@ -123,7 +123,8 @@ impl Catalog {
             return Err(CatalogError::NameMismatch { expected: name.to_owned(), given: detector.name });
         }
         {
-            let mut registry = scorer.registry();
+            // Its models go with it, the lent ones too: wait for them to come back.
+            let mut registry = scorer.registry_when(|registry| !registry.lends_any(Some(name)));
             if registry.detector(name).is_none() {
                 return Err(RegistryError::UnknownDetector(name.to_owned()).into());
             }
@@ -151,7 +152,7 @@ impl Catalog {
 
     /// Deletes detector `name` with its models; returns how many models.
     pub fn delete(&self, scorer: &Scorer, name: &str) -> Result<u64, CatalogError> {
-        let deleted = scorer.registry().remove_detector(name)?;
+        let deleted = scorer.registry_when(|registry| !registry.lends_any(Some(name))).remove_detector(name)?;
         self.store.delete_detector_config(name)?;
         self.texts().remove(name);
         Ok(deleted)

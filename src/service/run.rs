@@ -254,7 +254,7 @@ pub async fn run(
     let _ = drain.send(());
     let _ = writer.await;
     tracing::info!("snapshotting models");
-    let flushed = tokio::task::spawn_blocking(move || scorer.registry().flush()).await?;
+    let flushed = tokio::task::spawn_blocking(move || scorer.flush()).await?;
     flushed.context("snapshotting models at shutdown")?;
     tracing::info!("stopped");
     Ok(())

@@ -4,19 +4,23 @@
 //! threads); delivery is async, so a slow sink slows the sources instead of growing a
 //! queue.
 //!
-//! A batch lends its models out of the registry and splits them over threads by their
-//! number of records: one entity's records stay in order on one thread, and a batch of
-//! many entities uses every core, evenly loaded even when it holds only a few entities.
+//! A call lends its models out of the registry, lets go of the registry while it
+//! scores them, and gives them back: calls on other entities score at the same time,
+//! and a call that needs a model another has out waits for it, so each entity's
+//! records are still learned one call after the other. A batch splits its models over
+//! threads by their number of records: one entity's records stay in order on one
+//! thread, and a batch of many entities uses every core, evenly loaded even when it
+//! holds only a few entities.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use super::live::{LiveSnapshot, LiveView};
 use super::telemetry::Metrics;
 use crate::detector::config::Detector;
-use crate::detector::registry::{Lent, Processed, Registry, RegistryError};
+use crate::detector::registry::{Lent, Processed, Registry, RegistryError, RegistryStats};
 use crate::event::{now_ms, Alert, Attribution, DeadLetter, Record, ScoredEvent};
 use crate::sink::queue;
 
@@ -88,6 +92,13 @@ pub struct Delivery {
 
 pub struct Scorer {
     registry: Mutex<Registry>,
+    /// Signalled when lent models come back and someone waits (see [`Scorer::registry_when`]).
+    returned: Condvar,
+    /// Threads waiting on `returned`, changed and read under the registry's lock: a
+    /// notification is a system call, which most calls need not make.
+    waiting: AtomicUsize,
+    /// The registry's counts as last reported to the metrics (under the registry's lock).
+    reported: Mutex<RegistryStats>,
     /// Threads one batch's models are scored on: the caller's and `helpers`.
     threads: usize,
     /// Threads that sleep between batches. A thread spawned for every batch started
@@ -120,8 +131,8 @@ type Scored = Result<ScoredEvent, Failed>;
 type Valid = (usize, Record, Vec<f64>);
 
 /// One model's records of a batch, in order, with the model lent for them.
-struct Work<'d> {
-    detector: &'d Detector,
+struct Work {
+    detector: Arc<Detector>,
     model: Lent,
     records: Vec<Valid>,
 }
@@ -165,6 +176,11 @@ fn joined(parts: &[&str]) -> String {
     id
 }
 
+/// Whether none of the models `records` need is lent out.
+fn models_at_hand(registry: &Registry, records: &[Record]) -> bool {
+    records.iter().all(|record| !registry.is_lent(&record.detector, &record.entity))
+}
+
 /// The record's values in the detector's feature order.
 fn feature_values(record: &Record, detector: &Detector) -> Result<Vec<f64>, RecordError> {
     if let Some(name) = record.values.keys().find(|name| !detector.features.contains(name)) {
@@ -192,7 +208,10 @@ impl Scorer {
             resident: AtomicUsize::new(registry.resident()),
             memory_bytes: AtomicUsize::new(registry.models_memory_bytes()),
             memory_measured_ms: AtomicI64::new(i64::MIN),
+            reported: Mutex::new(registry.stats()),
             registry: Mutex::new(registry),
+            returned: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             threads: threads.max(1),
             helpers: helper_pool(threads.max(1) - 1),
             live: Mutex::new(LiveView::default()),
@@ -206,10 +225,40 @@ impl Scorer {
         &self.metrics
     }
 
-    /// The registry (detector management, model inspection, flushing); a batch being
-    /// scored holds it.
+    /// The registry (creating and reading detectors). Scoring holds it only to lend
+    /// and give back models; what must not miss a lent model waits with
+    /// [`Scorer::registry_when`].
     pub fn registry(&self) -> MutexGuard<'_, Registry> {
         lock(&self.registry)
+    }
+
+    /// The registry once `ready` holds of it (say, no model of a detector is lent out).
+    pub fn registry_when(&self, ready: impl Fn(&Registry) -> bool) -> MutexGuard<'_, Registry> {
+        self.wait_until(self.registry(), ready)
+    }
+
+    fn wait_until<'a>(
+        &'a self,
+        mut registry: MutexGuard<'a, Registry>,
+        ready: impl Fn(&Registry) -> bool,
+    ) -> MutexGuard<'a, Registry> {
+        while !ready(&registry) {
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            registry = self.returned.wait(registry).unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        registry
+    }
+
+    /// The registry once the model of `entity` is not lent out (to inspect, snapshot
+    /// or restore it).
+    pub fn registry_for_model(&self, detector: &str, entity: &str) -> MutexGuard<'_, Registry> {
+        self.registry_when(|registry| !registry.is_lent(detector, entity))
+    }
+
+    /// Writes every model to the snapshot store, once none is lent out (at shutdown).
+    pub fn flush(&self) -> Result<(), RegistryError> {
+        self.registry_when(|registry| !registry.lends_any(None)).flush()
     }
 
     pub fn detector(&self, name: &str) -> Option<Detector> {
@@ -234,7 +283,7 @@ impl Scorer {
     /// [`Scorer::score`] with the registry already locked.
     fn score_with(
         &self,
-        mut registry: MutexGuard<'_, Registry>,
+        registry: MutexGuard<'_, Registry>,
         origin: &str,
         records: Vec<Record>,
     ) -> (Vec<Result<usize, RecordError>>, Delivery) {
@@ -244,7 +293,9 @@ impl Scorer {
         let mut slots: Vec<Option<Scored>> = (0..count).map(|_| None).collect();
         // The first feature of each detector scored (what the live page charts).
         let mut features: Vec<(String, String)> = Vec::new();
-        let before = registry.stats();
+        // All of this call's models at once, or it waits: a call holding some while
+        // waiting for others could wait for a call that waits for it.
+        let mut registry = self.wait_until(registry, |registry| models_at_hand(registry, &records));
 
         // Validate each record against its detector, and group the valid ones by model.
         let mut groups: Vec<Vec<Valid>> = Vec::new();
@@ -292,16 +343,12 @@ impl Scorer {
                 }
             }
         }
-        // Every lent model's detector exists (the registry stays locked); a model
-        // without one would go back unscored rather than be lost.
-        let detectors: &Registry = &registry;
-        let (mut work, mut unscored): (Vec<Work>, _) = (Vec::with_capacity(lent.len()), Vec::new());
-        for (model, records) in lent {
-            match detectors.detector(&model.key().detector) {
-                Some(detector) => work.push(Work { detector, model, records }),
-                None => unscored.push((model, records)),
-            }
-        }
+        let mut work: Vec<Work> = lent
+            .into_iter()
+            .map(|(model, records)| Work { detector: model.detector().clone(), model, records })
+            .collect();
+        // The models are ours until they go back: other calls may lend theirs meanwhile.
+        drop(registry);
         let threads = if count < PARALLEL_RECORDS { 1 } else { self.threads.min(work.len()) };
         // The threads take models from one queue, largest first, until it is empty: a
         // thread that starts late or runs slower takes fewer, so the batch is not held up
@@ -326,6 +373,7 @@ impl Scorer {
             _ => vec![self.score_queued(&queue, ingested_at)],
         };
         let mut score_seconds = Vec::with_capacity(count);
+        let mut registry = self.registry();
         for share in done {
             for (i, scored) in share.scored {
                 slots[i] = Some(scored);
@@ -340,16 +388,11 @@ impl Scorer {
             }
             score_seconds.extend(share.score_seconds);
         }
-        for (model, records) in unscored {
-            let e = RecordError::UnknownDetector(model.key().detector.clone());
-            for (i, record, _) in records {
-                slots[i] = Some(Err(Box::new((e.clone(), record))));
-            }
-            if let Err(e) = registry.give_back(model) {
-                tracing::warn!("evicting a model after a batch: {e}");
-            }
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.returned.notify_all();
         }
         let after = registry.stats();
+        let before = std::mem::replace(&mut *lock(&self.reported), after);
         self.resident.store(registry.resident(), Ordering::Relaxed);
         if ingested_at.saturating_sub(self.memory_measured_ms.load(Ordering::Relaxed)) >= MEMORY_GAUGE_EVERY_MS {
             self.memory_bytes.store(registry.models_memory_bytes(), Ordering::Relaxed);
@@ -417,7 +460,7 @@ impl Scorer {
     }
 
     /// Scores models from `queue` until it is empty, each model's records in order.
-    fn score_queued(&self, queue: &Mutex<Vec<Work<'_>>>, ingested_at: i64) -> Share {
+    fn score_queued(&self, queue: &Mutex<Vec<Work>>, ingested_at: i64) -> Share {
         let mut done = Share::default();
         loop {
             // Popped in a statement of its own, so the lock is not held while scoring.
@@ -425,7 +468,7 @@ impl Scorer {
             let Some(Work { detector, mut model, records }) = next else { break };
             for (i, record, values) in records {
                 let outcome =
-                    self.score_one(detector, &mut model, record, &values, ingested_at).map(|(event, seconds)| {
+                    self.score_one(&detector, &mut model, record, &values, ingested_at).map(|(event, seconds)| {
                         done.score_seconds.push(seconds);
                         event
                     });
@@ -454,6 +497,8 @@ impl Scorer {
                 Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
                 Err(TryLockError::WouldBlock) => None,
             };
+            // A model another call has out may take a batch's time to come back.
+            let free = free.filter(|registry| models_at_hand(registry, &records));
             return Ok(match free {
                 Some(registry) => self.score_with(registry, origin, records),
                 None => tokio::task::block_in_place(|| self.score(origin, records)),
@@ -598,6 +643,52 @@ mod tests {
                 format!("d/e2/-1700/{ingested}-2")
             ]
         );
+    }
+
+    #[test]
+    fn calls_at_the_same_time_learn_every_record_once_into_one_model_per_entity() {
+        // Calls let go of the registry while they score: four threads of one-record
+        // and small-batch calls on three entities, two threads on the same entities.
+        let scorer = Arc::new(scorer(1, "concurrent"));
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let scorer = scorer.clone();
+                std::thread::spawn(move || {
+                    let mut sent = [0u64; 3];
+                    for call in 0..150 {
+                        let size = if call % 10 == 0 { 20 } else { 1 };
+                        let records: Vec<Record> = (0..size)
+                            .map(|i| {
+                                let entity = (thread + call + i) % 3;
+                                sent[entity] += 1;
+                                Record {
+                                    detector: "d".into(),
+                                    entity: format!("e{entity}"),
+                                    event_ms: 1_000,
+                                    values: [("v".to_owned(), 10.0 + (call % 7) as f64)].into_iter().collect(),
+                                    id: None,
+                                    source: None,
+                                }
+                            })
+                            .collect();
+                        let (results, _) = scorer.score("test", records);
+                        assert!(results.iter().all(Result::is_ok), "{results:?}");
+                    }
+                    sent
+                })
+            })
+            .collect();
+        let mut sent = [0u64; 3];
+        for thread in threads {
+            let counts = thread.join().expect("thread");
+            (0..3).for_each(|e| sent[e] += counts[e]);
+        }
+        let mut registry = scorer.registry_when(|r| !r.lends_any(None));
+        assert_eq!(registry.resident(), 3, "one model per entity");
+        for (entity, &count) in sent.iter().enumerate() {
+            let info = registry.model_info("d", &format!("e{entity}")).expect("model");
+            assert_eq!(info.points_seen, count, "entity e{entity} learned each of its records once");
+        }
     }
 
     #[test]

@@ -196,7 +196,11 @@ fn model_info(detector: String, entity: String, info: crate::detector::registry:
 impl proto::models_server::Models for ModelsApi {
     async fn get_model(&self, request: Request<proto::ModelRef>) -> Result<Response<proto::ModelInfo>, Status> {
         let proto::ModelRef { detector, entity } = request.into_inner();
-        let info = self.scorer.registry().model_info(&detector, &entity).map_err(convert::registry_status)?;
+        let info = self
+            .scorer
+            .registry_for_model(&detector, &entity)
+            .model_info(&detector, &entity)
+            .map_err(convert::registry_status)?;
         Ok(Response::new(model_info(detector, entity, info)))
     }
 
@@ -205,7 +209,11 @@ impl proto::models_server::Models for ModelsApi {
         request: Request<proto::ModelRef>,
     ) -> Result<Response<proto::ModelSnapshot>, Status> {
         let proto::ModelRef { detector, entity } = request.into_inner();
-        let snapshot = self.scorer.registry().snapshot_model(&detector, &entity).map_err(convert::registry_status)?;
+        let snapshot = self
+            .scorer
+            .registry_for_model(&detector, &entity)
+            .snapshot_model(&detector, &entity)
+            .map_err(convert::registry_status)?;
         Ok(Response::new(proto::ModelSnapshot { detector, entity, snapshot }))
     }
 
@@ -214,8 +222,11 @@ impl proto::models_server::Models for ModelsApi {
         request: Request<proto::RestoreModelRequest>,
     ) -> Result<Response<proto::ModelInfo>, Status> {
         let proto::RestoreModelRequest { detector, entity, snapshot } = request.into_inner();
-        let info =
-            self.scorer.registry().restore_model(&detector, &entity, &snapshot).map_err(convert::registry_status)?;
+        let info = self
+            .scorer
+            .registry_for_model(&detector, &entity)
+            .restore_model(&detector, &entity, &snapshot)
+            .map_err(convert::registry_status)?;
         Ok(Response::new(model_info(detector, entity, info)))
     }
 }

@@ -83,6 +83,8 @@ pub fn registry_status(e: RegistryError) -> Status {
         RegistryError::Late { .. } => Status::out_of_range(message),
         RegistryError::Model(_) => Status::invalid_argument(format!("snapshot: {message}")),
         RegistryError::Store(_) => Status::internal(message),
+        // The API waits for lent models; this would be a bug, and retrying is safe.
+        RegistryError::Lent { .. } => Status::unavailable(message),
     }
 }
 
