@@ -99,6 +99,34 @@ fn in_process(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+
+    // One-record calls from two threads at once, each on its own half of the entities,
+    // as unary calls from several clients arrive: calls on different entities score at
+    // the same time (the registry is held only to lend and give back models).
+    let halves: Vec<Vec<rcfd::event::Record>> = (0..2)
+        .map(|half| {
+            (0..2 * BATCH)
+                .filter(|i| (i % ENTITIES < ENTITIES / 2) == (half == 0))
+                .map(|i| rcfd::source::grpc::convert::record(one_record(i).records.remove(0)))
+                .collect()
+        })
+        .collect();
+    group.throughput(Throughput::Elements(2 * BATCH as u64));
+    group.bench_function("scorer_one_record_calls_from_2_threads", |b| {
+        b.iter(|| {
+            std::thread::scope(|scope| {
+                for half in &halves {
+                    let scorer = &scorer;
+                    scope.spawn(move || {
+                        for record in half {
+                            let (results, _) = scorer.score("bench", vec![record.clone()]);
+                            assert!(results.iter().all(Result::is_ok));
+                        }
+                    });
+                }
+            })
+        })
+    });
     group.finish();
     let _ = std::fs::remove_file(path);
 }
