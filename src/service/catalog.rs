@@ -124,7 +124,7 @@ impl Catalog {
         }
         {
             // Its models go with it, the lent ones too: wait for them to come back.
-            let mut registry = scorer.registry_when(|registry| !registry.lends_any(Some(name)));
+            let mut registry = scorer.registry_to_change(name);
             if registry.detector(name).is_none() {
                 return Err(RegistryError::UnknownDetector(name.to_owned()).into());
             }
@@ -152,7 +152,7 @@ impl Catalog {
 
     /// Deletes detector `name` with its models; returns how many models.
     pub fn delete(&self, scorer: &Scorer, name: &str) -> Result<u64, CatalogError> {
-        let deleted = scorer.registry_when(|registry| !registry.lends_any(Some(name))).remove_detector(name)?;
+        let deleted = scorer.registry_to_change(name).remove_detector(name)?;
         self.store.delete_detector_config(name)?;
         self.texts().remove(name);
         Ok(deleted)

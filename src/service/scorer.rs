@@ -12,7 +12,7 @@
 //! thread, and a batch of many entities uses every core, evenly loaded even when it
 //! holds only a few entities.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
@@ -99,6 +99,9 @@ pub struct Scorer {
     waiting: AtomicUsize,
     /// The registry's counts as last reported to the metrics (under the registry's lock).
     reported: Mutex<RegistryStats>,
+    /// Detectors an update or a delete is waiting to change (see
+    /// [`Scorer::registry_to_change`]); no call lends their models meanwhile.
+    changing: Mutex<HashSet<String>>,
     /// Threads one batch's models are scored on: the caller's and `helpers`.
     threads: usize,
     /// Threads that sleep between batches. A thread spawned for every batch started
@@ -176,11 +179,6 @@ fn joined(parts: &[&str]) -> String {
     id
 }
 
-/// Whether none of the models `records` need is lent out.
-fn models_at_hand(registry: &Registry, records: &[Record]) -> bool {
-    records.iter().all(|record| !registry.is_lent(&record.detector, &record.entity))
-}
-
 /// The record's values in the detector's feature order.
 fn feature_values(record: &Record, detector: &Detector) -> Result<Vec<f64>, RecordError> {
     if let Some(name) = record.values.keys().find(|name| !detector.features.contains(name)) {
@@ -211,6 +209,7 @@ impl Scorer {
             reported: Mutex::new(registry.stats()),
             registry: Mutex::new(registry),
             returned: Condvar::new(),
+            changing: Mutex::new(HashSet::new()),
             waiting: AtomicUsize::new(0),
             threads: threads.max(1),
             helpers: helper_pool(threads.max(1) - 1),
@@ -256,6 +255,27 @@ impl Scorer {
         self.registry_when(|registry| !registry.is_lent(detector, entity))
     }
 
+    /// The registry once no model of `detector` is lent out, to replace or remove it.
+    /// Calls that would lend one of its models wait meanwhile, so that this wait ends
+    /// even while records of the detector keep coming.
+    pub fn registry_to_change(&self, detector: &str) -> MutexGuard<'_, Registry> {
+        lock(&self.changing).insert(detector.to_owned());
+        let registry = self.registry_when(|registry| !registry.lends_any(Some(detector)));
+        lock(&self.changing).remove(detector);
+        // The calls held back wake once this guard is dropped.
+        self.returned.notify_all();
+        registry
+    }
+
+    /// Whether every model `records` need can be lent now: none is out, and none
+    /// belongs to a detector that is about to change.
+    fn models_at_hand(&self, registry: &Registry, records: &[Record]) -> bool {
+        let changing = lock(&self.changing);
+        records
+            .iter()
+            .all(|record| !registry.is_lent(&record.detector, &record.entity) && !changing.contains(&record.detector))
+    }
+
     /// Writes every model to the snapshot store, once none is lent out (at shutdown).
     pub fn flush(&self) -> Result<(), RegistryError> {
         self.registry_when(|registry| !registry.lends_any(None)).flush()
@@ -295,7 +315,7 @@ impl Scorer {
         let mut features: Vec<(String, String)> = Vec::new();
         // All of this call's models at once, or it waits: a call holding some while
         // waiting for others could wait for a call that waits for it.
-        let mut registry = self.wait_until(registry, |registry| models_at_hand(registry, &records));
+        let mut registry = self.wait_until(registry, |registry| self.models_at_hand(registry, &records));
 
         // Validate each record against its detector, and group the valid ones by model.
         let mut groups: Vec<Vec<Valid>> = Vec::new();
@@ -498,7 +518,7 @@ impl Scorer {
                 Err(TryLockError::WouldBlock) => None,
             };
             // A model another call has out may take a batch's time to come back.
-            let free = free.filter(|registry| models_at_hand(registry, &records));
+            let free = free.filter(|registry| self.models_at_hand(registry, &records));
             return Ok(match free {
                 Some(registry) => self.score_with(registry, origin, records),
                 None => tokio::task::block_in_place(|| self.score(origin, records)),
@@ -648,7 +668,7 @@ mod tests {
     #[test]
     fn calls_at_the_same_time_learn_every_record_once_into_one_model_per_entity() {
         // Calls let go of the registry while they score: four threads of one-record
-        // and small-batch calls on three entities, two threads on the same entities.
+        // and 20-record calls, all on the same three entities.
         let scorer = Arc::new(scorer(1, "concurrent"));
         let threads: Vec<_> = (0..4)
             .map(|thread| {
@@ -689,6 +709,49 @@ mod tests {
             let info = registry.model_info("d", &format!("e{entity}")).expect("model");
             assert_eq!(info.points_seen, count, "entity e{entity} learned each of its records once");
         }
+    }
+
+    #[test]
+    fn a_detector_change_waits_for_its_lent_models_and_holds_back_new_calls_meanwhile() {
+        let scorer = Arc::new(scorer(1, "change"));
+        let record = |entity: &str| Record {
+            detector: "d".into(),
+            entity: entity.into(),
+            event_ms: 1_000,
+            values: [("v".to_owned(), 1.0)].into_iter().collect(),
+            id: None,
+            source: None,
+        };
+        scorer.score("test", vec![record("e1"), record("e2")]);
+        // A call that has e1 out for a long time.
+        let out = scorer.registry().lend("d", "e1").expect("lent");
+        let changer = {
+            let scorer = scorer.clone();
+            std::thread::spawn(move || {
+                let mut registry = scorer.registry_to_change("d");
+                let detector = registry.detector("d").cloned().expect("detector");
+                registry.replace_detector(detector).expect("replaced")
+            })
+        };
+        while !lock(&scorer.changing).contains("d") {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let caller = {
+            let scorer = scorer.clone();
+            std::thread::spawn(move || scorer.score("test", vec![record("e2")]).0)
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!changer.is_finished(), "the change waits for e1");
+        assert!(!caller.is_finished(), "a call on e2 waits behind the change, or the change could wait forever");
+        {
+            let mut registry = scorer.registry();
+            registry.give_back(out).expect("given back");
+            scorer.returned.notify_all();
+        }
+        assert_eq!(changer.join().expect("changer"), 2, "both models of the old configuration deleted");
+        assert!(caller.join().expect("caller")[0].is_ok());
+        let info = scorer.registry().model_info("d", "e2").expect("model");
+        assert_eq!(info.points_seen, 1, "the call after the change scored with a new model");
     }
 
     #[test]
