@@ -290,14 +290,7 @@ impl Registry {
     /// to a configuration that no longer exists.
     pub fn give_back(&mut self, lent: Lent) -> Result<(), RegistryError> {
         let Lent { key, resident, detector, .. } = lent;
-        if let Some(entities) = self.lent.get_mut(&key.detector) {
-            if entities.remove(&key.entity) {
-                self.lent_count -= 1;
-            }
-            if entities.is_empty() {
-                self.lent.remove(&key.detector);
-            }
-        }
+        self.write_off(&key);
         if !self.detectors.get(&key.detector).is_some_and(|current| Arc::ptr_eq(current, &detector)) {
             return Ok(());
         }
@@ -307,6 +300,20 @@ impl Registry {
             self.evict_least_recent()?;
         }
         Ok(())
+    }
+
+    /// Forgets that the model of `key` is lent out, without it coming back: a caller
+    /// that lost it (it panicked while scoring) lets its entity start again from its
+    /// last snapshot, or afresh, as after a crash.
+    pub fn write_off(&mut self, key: &ModelKey) {
+        if let Some(entities) = self.lent.get_mut(&key.detector) {
+            if entities.remove(&key.entity) {
+                self.lent_count -= 1;
+            }
+            if entities.is_empty() {
+                self.lent.remove(&key.detector);
+            }
+        }
     }
 
     /// Loads or creates the model of `key`, evicting the least recently used one if full.

@@ -23,6 +23,7 @@ use crate::detector::config::Detector;
 use crate::detector::registry::{Lent, Processed, Registry, RegistryError, RegistryStats};
 use crate::event::{now_ms, Alert, Attribution, DeadLetter, Record, ScoredEvent};
 use crate::sink::queue;
+use crate::store::snapshot::ModelKey;
 
 /// Why one record was not scored. The message names the field, the value and what is
 /// allowed; the kind is its metric label.
@@ -138,6 +139,24 @@ struct Work {
     detector: Arc<Detector>,
     model: Lent,
     records: Vec<Valid>,
+}
+
+/// The models a call has out. Should scoring panic (a bug), they are written off as it
+/// unwinds, so that later calls on their entities do not wait for them forever.
+struct Outstanding<'a> {
+    scorer: &'a Scorer,
+    keys: Vec<ModelKey>,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let mut registry = self.scorer.registry();
+        self.keys.iter().for_each(|key| registry.write_off(key));
+        self.scorer.returned.notify_all();
+    }
 }
 
 /// What one thread's share of a batch gave: each record's outcome by its index in
@@ -369,6 +388,7 @@ impl Scorer {
             .collect();
         // The models are ours until they go back: other calls may lend theirs meanwhile.
         drop(registry);
+        let mut out = Outstanding { scorer: self, keys: work.iter().map(|w| w.model.key().clone()).collect() };
         let threads = if count < PARALLEL_RECORDS { 1 } else { self.threads.min(work.len()) };
         // The threads take models from one queue, largest first, until it is empty: a
         // thread that starts late or runs slower takes fewer, so the batch is not held up
@@ -408,6 +428,7 @@ impl Scorer {
             }
             score_seconds.extend(share.score_seconds);
         }
+        out.keys.clear();
         if self.waiting.load(Ordering::Relaxed) > 0 {
             self.returned.notify_all();
         }
@@ -752,6 +773,37 @@ mod tests {
         assert!(caller.join().expect("caller")[0].is_ok());
         let info = scorer.registry().model_info("d", "e2").expect("model");
         assert_eq!(info.points_seen, 1, "the call after the change scored with a new model");
+    }
+
+    #[test]
+    fn a_model_lost_to_a_panic_while_scoring_does_not_hold_its_entity_forever() {
+        let scorer = Arc::new(scorer(1, "panic"));
+        let record = Record {
+            detector: "d".into(),
+            entity: "e1".into(),
+            event_ms: 1_000,
+            values: [("v".to_owned(), 1.0)].into_iter().collect(),
+            id: None,
+            source: None,
+        };
+        scorer.score("test", vec![record.clone()]);
+        let panicked = {
+            let scorer = scorer.clone();
+            std::thread::spawn(move || {
+                let lent = scorer.registry().lend("d", "e1").expect("lent");
+                let _out = Outstanding { scorer: &scorer, keys: vec![lent.key().clone()] };
+                panic!("a bug while scoring");
+            })
+            .join()
+        };
+        assert!(panicked.is_err());
+        let (done, answer) = std::sync::mpsc::channel();
+        let later = scorer.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(later.score("test", vec![record]).0);
+        });
+        let results = answer.recv_timeout(std::time::Duration::from_secs(10)).expect("the next call on e1 is scored");
+        assert!(results[0].is_ok());
     }
 
     #[test]
