@@ -12,7 +12,7 @@
 //! thread, and a batch of many entities uses every core, evenly loaded even when it
 //! holds only a few entities.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
@@ -102,7 +102,8 @@ pub struct Scorer {
     reported: Mutex<RegistryStats>,
     /// Detectors an update or a delete is waiting to change (see
     /// [`Scorer::registry_to_change`]); no call lends their models meanwhile.
-    changing: Mutex<HashSet<String>>,
+    /// (A count per detector: two changes of one detector may wait at once.)
+    changing: Mutex<HashMap<String, usize>>,
     /// Threads one batch's models are scored on: the caller's and `helpers`.
     threads: usize,
     /// Threads that sleep between batches. A thread spawned for every batch started
@@ -228,7 +229,7 @@ impl Scorer {
             reported: Mutex::new(registry.stats()),
             registry: Mutex::new(registry),
             returned: Condvar::new(),
-            changing: Mutex::new(HashSet::new()),
+            changing: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
             threads: threads.max(1),
             helpers: helper_pool(threads.max(1) - 1),
@@ -278,9 +279,17 @@ impl Scorer {
     /// Calls that would lend one of its models wait meanwhile, so that this wait ends
     /// even while records of the detector keep coming.
     pub fn registry_to_change(&self, detector: &str) -> MutexGuard<'_, Registry> {
-        lock(&self.changing).insert(detector.to_owned());
+        *lock(&self.changing).entry(detector.to_owned()).or_default() += 1;
         let registry = self.registry_when(|registry| !registry.lends_any(Some(detector)));
-        lock(&self.changing).remove(detector);
+        {
+            let mut changing = lock(&self.changing);
+            if let Some(waiting) = changing.get_mut(detector) {
+                *waiting -= 1;
+                if *waiting == 0 {
+                    changing.remove(detector);
+                }
+            }
+        }
         // The calls held back wake once this guard is dropped.
         self.returned.notify_all();
         registry
@@ -290,9 +299,9 @@ impl Scorer {
     /// belongs to a detector that is about to change.
     fn models_at_hand(&self, registry: &Registry, records: &[Record]) -> bool {
         let changing = lock(&self.changing);
-        records
-            .iter()
-            .all(|record| !registry.is_lent(&record.detector, &record.entity) && !changing.contains(&record.detector))
+        records.iter().all(|record| {
+            !registry.is_lent(&record.detector, &record.entity) && !changing.contains_key(&record.detector)
+        })
     }
 
     /// Writes every model to the snapshot store, once none is lent out (at shutdown).
@@ -327,14 +336,14 @@ impl Scorer {
         records: Vec<Record>,
     ) -> (Vec<Result<usize, RecordError>>, Delivery) {
         self.metrics.records_received(origin, records.len());
+        // All of this call's models at once, or it waits: a call holding some while
+        // waiting for others could wait for a call that waits for it.
+        let mut registry = self.wait_until(registry, |registry| self.models_at_hand(registry, &records));
         let ingested_at = now_ms();
         let count = records.len();
         let mut slots: Vec<Option<Scored>> = (0..count).map(|_| None).collect();
         // The first feature of each detector scored (what the live page charts).
         let mut features: Vec<(String, String)> = Vec::new();
-        // All of this call's models at once, or it waits: a call holding some while
-        // waiting for others could wait for a call that waits for it.
-        let mut registry = self.wait_until(registry, |registry| self.models_at_hand(registry, &records));
 
         // Validate each record against its detector, and group the valid ones by model.
         let mut groups: Vec<Vec<Valid>> = Vec::new();
@@ -414,6 +423,9 @@ impl Scorer {
         };
         let mut score_seconds = Vec::with_capacity(count);
         let mut registry = self.registry();
+        // From here every model goes back (give_back does not panic), and a key written
+        // off after this could be another call's by then.
+        out.keys.clear();
         for share in done {
             for (i, scored) in share.scored {
                 slots[i] = Some(scored);
@@ -428,7 +440,6 @@ impl Scorer {
             }
             score_seconds.extend(share.score_seconds);
         }
-        out.keys.clear();
         if self.waiting.load(Ordering::Relaxed) > 0 {
             self.returned.notify_all();
         }
@@ -754,7 +765,7 @@ mod tests {
                 registry.replace_detector(detector).expect("replaced")
             })
         };
-        while !lock(&scorer.changing).contains("d") {
+        while !lock(&scorer.changing).contains_key("d") {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let caller = {

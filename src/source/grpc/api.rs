@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::proto;
+use crate::detector::registry::{Registry, RegistryError};
 use crate::service::catalog::{Catalog, CatalogError, Entry};
 use crate::service::scorer::Scorer;
 
@@ -179,6 +180,21 @@ impl ModelsApi {
     pub fn new(scorer: Arc<Scorer>) -> Self {
         ModelsApi { scorer }
     }
+
+    /// Runs `f` on the registry once the model of `entity` is in, off the async
+    /// threads: a call that has the model out may take a batch's time to give it back.
+    async fn with_model<T, F>(&self, detector: String, entity: String, f: F) -> Result<(String, String, T), Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Registry, &str, &str) -> Result<T, RegistryError> + Send + 'static,
+    {
+        let scorer = self.scorer.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let result = f(&mut scorer.registry_for_model(&detector, &entity), &detector, &entity);
+            result.map(|t| (detector, entity, t))
+        });
+        done.await.map_err(|e| Status::internal(e.to_string()))?.map_err(convert::registry_status)
+    }
 }
 
 fn model_info(detector: String, entity: String, info: crate::detector::registry::ModelInfo) -> proto::ModelInfo {
@@ -196,11 +212,7 @@ fn model_info(detector: String, entity: String, info: crate::detector::registry:
 impl proto::models_server::Models for ModelsApi {
     async fn get_model(&self, request: Request<proto::ModelRef>) -> Result<Response<proto::ModelInfo>, Status> {
         let proto::ModelRef { detector, entity } = request.into_inner();
-        let info = self
-            .scorer
-            .registry_for_model(&detector, &entity)
-            .model_info(&detector, &entity)
-            .map_err(convert::registry_status)?;
+        let (detector, entity, info) = self.with_model(detector, entity, |r, d, e| r.model_info(d, e)).await?;
         Ok(Response::new(model_info(detector, entity, info)))
     }
 
@@ -209,11 +221,7 @@ impl proto::models_server::Models for ModelsApi {
         request: Request<proto::ModelRef>,
     ) -> Result<Response<proto::ModelSnapshot>, Status> {
         let proto::ModelRef { detector, entity } = request.into_inner();
-        let snapshot = self
-            .scorer
-            .registry_for_model(&detector, &entity)
-            .snapshot_model(&detector, &entity)
-            .map_err(convert::registry_status)?;
+        let (detector, entity, snapshot) = self.with_model(detector, entity, |r, d, e| r.snapshot_model(d, e)).await?;
         Ok(Response::new(proto::ModelSnapshot { detector, entity, snapshot }))
     }
 
@@ -222,11 +230,8 @@ impl proto::models_server::Models for ModelsApi {
         request: Request<proto::RestoreModelRequest>,
     ) -> Result<Response<proto::ModelInfo>, Status> {
         let proto::RestoreModelRequest { detector, entity, snapshot } = request.into_inner();
-        let info = self
-            .scorer
-            .registry_for_model(&detector, &entity)
-            .restore_model(&detector, &entity, &snapshot)
-            .map_err(convert::registry_status)?;
+        let (detector, entity, info) =
+            self.with_model(detector, entity, move |r, d, e| r.restore_model(d, e, &snapshot)).await?;
         Ok(Response::new(model_info(detector, entity, info)))
     }
 }
