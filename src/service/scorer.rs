@@ -12,7 +12,7 @@
 //! thread, and a batch of many entities uses every core, evenly loaded even when it
 //! holds only a few entities.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
@@ -104,6 +104,13 @@ pub struct Scorer {
     /// [`Scorer::registry_to_change`]); no call lends their models meanwhile.
     /// (A count per detector: two changes of one detector may wait at once.)
     changing: Mutex<HashMap<String, usize>>,
+    /// The calls waiting for models, by detector and entity: their tickets in arrival
+    /// order. A call lends its models only when it is first in line for each, so one
+    /// entity's records are learned in the order their calls came, and a call that
+    /// needs many models is not overtaken for ever by calls that need one of them.
+    /// Changed under the registry's lock.
+    lines: Mutex<HashMap<String, HashMap<String, VecDeque<u64>>>>,
+    next_ticket: AtomicU64,
     /// Threads one batch's models are scored on: the caller's and `helpers`.
     threads: usize,
     /// Threads that sleep between batches. A thread spawned for every batch started
@@ -230,6 +237,8 @@ impl Scorer {
             registry: Mutex::new(registry),
             returned: Condvar::new(),
             changing: Mutex::new(HashMap::new()),
+            lines: Mutex::new(HashMap::new()),
+            next_ticket: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             threads: threads.max(1),
             helpers: helper_pool(threads.max(1) - 1),
@@ -295,13 +304,64 @@ impl Scorer {
         registry
     }
 
-    /// Whether every model `records` need can be lent now: none is out, and none
-    /// belongs to a detector that is about to change.
+    /// Whether every model `records` need can be lent now without waiting: none is
+    /// out, no call is in line for it, and none belongs to a detector about to change.
     fn models_at_hand(&self, registry: &Registry, records: &[Record]) -> bool {
-        let changing = lock(&self.changing);
+        let (changing, lines) = (lock(&self.changing), lock(&self.lines));
+        if !registry.lends_any(None) && changing.is_empty() && lines.is_empty() {
+            // No lookups per record when nothing is out (a batch of thousands).
+            return true;
+        }
         records.iter().all(|record| {
-            !registry.is_lent(&record.detector, &record.entity) && !changing.contains_key(&record.detector)
+            !registry.is_lent(&record.detector, &record.entity)
+                && !changing.contains_key(&record.detector)
+                && !lines.get(&record.detector).is_some_and(|line| line.contains_key(&record.entity))
         })
+    }
+
+    /// Waits, with `registry` locked, until the call with `ticket` may lend the models
+    /// of `wanted`: it is first in line for each, none is out, and no detector of
+    /// theirs is about to change. Then it leaves the lines.
+    fn wait_in_line<'a>(
+        &'a self,
+        registry: MutexGuard<'a, Registry>,
+        wanted: &[(String, String)],
+        ticket: u64,
+    ) -> MutexGuard<'a, Registry> {
+        {
+            let mut lines = lock(&self.lines);
+            for (detector, entity) in wanted {
+                lines.entry(detector.clone()).or_default().entry(entity.clone()).or_default().push_back(ticket);
+            }
+        }
+        let registry = self.wait_until(registry, |registry| {
+            let (changing, lines) = (lock(&self.changing), lock(&self.lines));
+            wanted.iter().all(|(detector, entity)| {
+                !registry.is_lent(detector, entity)
+                    && !changing.contains_key(detector)
+                    && lines.get(detector).and_then(|line| line.get(entity)).and_then(VecDeque::front) == Some(&ticket)
+            })
+        });
+        let mut lines = lock(&self.lines);
+        for (detector, entity) in wanted {
+            if let Some(line) = lines.get_mut(detector) {
+                if let Some(tickets) = line.get_mut(entity) {
+                    tickets.pop_front();
+                    if tickets.is_empty() {
+                        line.remove(entity);
+                    }
+                }
+                if line.is_empty() {
+                    lines.remove(detector);
+                }
+            }
+        }
+        // The next in line may be a call whose models this one will not lend (its
+        // records failed validation): it must not wait for a give-back.
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.returned.notify_all();
+        }
+        registry
     }
 
     /// Writes every model to the snapshot store, once none is lent out (at shutdown).
@@ -336,9 +396,20 @@ impl Scorer {
         records: Vec<Record>,
     ) -> (Vec<Result<usize, RecordError>>, Delivery) {
         self.metrics.records_received(origin, records.len());
-        // All of this call's models at once, or it waits: a call holding some while
-        // waiting for others could wait for a call that waits for it.
-        let mut registry = self.wait_until(registry, |registry| self.models_at_hand(registry, &records));
+        // All of this call's models at once, in line with the other calls: a call
+        // holding some while waiting for others could wait for a call that waits for it.
+        // With nobody in line for them and none out, no line is needed (the usual case).
+        let mut registry = if self.models_at_hand(&registry, &records) {
+            registry
+        } else {
+            let wanted: Vec<(String, String)> = {
+                let distinct: HashSet<(&str, &str)> =
+                    records.iter().map(|r| (r.detector.as_str(), r.entity.as_str())).collect();
+                distinct.into_iter().map(|(d, e)| (d.to_owned(), e.to_owned())).collect()
+            };
+            let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+            self.wait_in_line(registry, &wanted, ticket)
+        };
         let ingested_at = now_ms();
         let count = records.len();
         let mut slots: Vec<Option<Scored>> = (0..count).map(|_| None).collect();
@@ -815,6 +886,48 @@ mod tests {
         });
         let results = answer.recv_timeout(std::time::Duration::from_secs(10)).expect("the next call on e1 is scored");
         assert!(results[0].is_ok());
+    }
+
+    #[test]
+    fn calls_lend_in_the_order_they_came_so_a_call_on_many_models_is_not_overtaken() {
+        let scorer = Arc::new(scorer(1, "line"));
+        let record = |entity: &str| Record {
+            detector: "d".into(),
+            entity: entity.into(),
+            event_ms: 1_000,
+            values: [("v".to_owned(), 1.0)].into_iter().collect(),
+            id: None,
+            source: None,
+        };
+        scorer.score("test", vec![record("e1"), record("e2")]);
+        let out = scorer.registry().lend("d", "e1").expect("lent");
+        let finished = Arc::new(Mutex::new(Vec::new()));
+        let call = |name: &'static str, entities: Vec<&'static str>| {
+            let (scorer, finished) = (scorer.clone(), finished.clone());
+            std::thread::spawn(move || {
+                let (results, _) = scorer.score("test", entities.into_iter().map(record).collect());
+                assert!(results.iter().all(Result::is_ok), "{results:?}");
+                lock(&finished).push(name);
+            })
+        };
+        // In line for e1 (out) and e2 (free).
+        let batch = call("batch", vec!["e1", "e2"]);
+        while lock(&scorer.lines).get("d").is_none_or(|line| !line.contains_key("e2")) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // e2 is free, but the batch came first.
+        let single = call("single", vec!["e2"]);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(lock(&finished).is_empty(), "the call on e2 waits behind the batch that needs it too");
+        {
+            let mut registry = scorer.registry();
+            registry.give_back(out).expect("given back");
+            scorer.returned.notify_all();
+        }
+        batch.join().expect("batch");
+        single.join().expect("single");
+        assert_eq!(lock(&finished).len(), 2);
+        assert_eq!(scorer.registry().model_info("d", "e2").expect("model").points_seen, 3);
     }
 
     #[test]
