@@ -726,6 +726,18 @@ mod tests {
         Scorer::new(Registry::new(vec![detector], 100, store), threads, Arc::new(Metrics::default()), sink)
     }
 
+    /// One reading of `entity` for detector "d".
+    fn record(entity: &str) -> Record {
+        Record {
+            detector: "d".into(),
+            entity: entity.into(),
+            event_ms: 1_000,
+            values: [("v".to_owned(), 1.0)].into_iter().collect(),
+            id: None,
+            source: None,
+        }
+    }
+
     fn batch(step: usize) -> Vec<Record> {
         (0..600)
             .map(|i| {
@@ -817,14 +829,6 @@ mod tests {
     #[test]
     fn a_detector_change_waits_for_its_lent_models_and_holds_back_new_calls_meanwhile() {
         let scorer = Arc::new(scorer(1, "change"));
-        let record = |entity: &str| Record {
-            detector: "d".into(),
-            entity: entity.into(),
-            event_ms: 1_000,
-            values: [("v".to_owned(), 1.0)].into_iter().collect(),
-            id: None,
-            source: None,
-        };
         scorer.score("test", vec![record("e1"), record("e2")]);
         // A call that has e1 out for a long time.
         let out = scorer.registry().lend("d", "e1").expect("lent");
@@ -860,14 +864,7 @@ mod tests {
     #[test]
     fn a_model_lost_to_a_panic_while_scoring_does_not_hold_its_entity_forever() {
         let scorer = Arc::new(scorer(1, "panic"));
-        let record = Record {
-            detector: "d".into(),
-            entity: "e1".into(),
-            event_ms: 1_000,
-            values: [("v".to_owned(), 1.0)].into_iter().collect(),
-            id: None,
-            source: None,
-        };
+        let record = record("e1");
         scorer.score("test", vec![record.clone()]);
         let panicked = {
             let scorer = scorer.clone();
@@ -891,14 +888,6 @@ mod tests {
     #[test]
     fn calls_lend_in_the_order_they_came_so_a_call_on_many_models_is_not_overtaken() {
         let scorer = Arc::new(scorer(1, "line"));
-        let record = |entity: &str| Record {
-            detector: "d".into(),
-            entity: entity.into(),
-            event_ms: 1_000,
-            values: [("v".to_owned(), 1.0)].into_iter().collect(),
-            id: None,
-            source: None,
-        };
         scorer.score("test", vec![record("e1"), record("e2")]);
         let out = scorer.registry().lend("d", "e1").expect("lent");
         let finished = Arc::new(Mutex::new(Vec::new()));
