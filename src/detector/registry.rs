@@ -167,9 +167,8 @@ pub struct Registry {
     detectors: HashMap<String, Arc<Detector>>,
     /// The resident models, but for those lent out.
     models: HashMap<ModelKey, Resident>,
-    /// The entities whose models are lent out, by detector.
+    /// The entities whose models are lent out, by detector (no empty sets).
     lent: HashMap<String, HashSet<String>>,
-    lent_count: usize,
     /// last_used -> key, to find the least recently used model in O(log n).
     recency: BTreeMap<u64, ModelKey>,
     clock: u64,
@@ -186,7 +185,6 @@ impl Registry {
             detectors: detectors.into_iter().map(|d| (d.name.clone(), Arc::new(d))).collect(),
             models: HashMap::new(),
             lent: HashMap::new(),
-            lent_count: 0,
             recency: BTreeMap::new(),
             clock: 0,
             capacity: capacity.max(1),
@@ -203,7 +201,12 @@ impl Registry {
 
     /// Resident models, counting those lent out.
     pub fn resident(&self) -> usize {
-        self.models.len() + self.lent_count
+        self.models.len() + self.lent_out()
+    }
+
+    /// How many models are lent out (a few at a time: one call's).
+    fn lent_out(&self) -> usize {
+        self.lent.values().map(HashSet::len).sum()
     }
 
     /// Whether the model of `entity` under `detector` is lent out.
@@ -215,7 +218,7 @@ impl Registry {
     pub fn lends_any(&self, detector: Option<&str>) -> bool {
         match detector {
             Some(detector) => self.lent.get(detector).is_some_and(|entities| !entities.is_empty()),
-            None => self.lent_count > 0,
+            None => !self.lent.is_empty(),
         }
     }
 
@@ -280,7 +283,6 @@ impl Registry {
         let resident = self.models.remove(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
         self.recency.remove(&resident.last_used);
         self.lent.entry(key.detector.clone()).or_default().insert(key.entity.clone());
-        self.lent_count += 1;
         Ok(Lent { key, resident, detector: shared, max_lateness_ms: self.max_lateness_ms })
     }
 
@@ -296,7 +298,7 @@ impl Registry {
         }
         self.recency.insert(resident.last_used, key.clone());
         self.models.insert(key, resident);
-        while self.models.len() + self.lent_count > self.capacity && !self.recency.is_empty() {
+        while self.models.len() + self.lent_out() > self.capacity && !self.recency.is_empty() {
             self.evict_least_recent()?;
         }
         Ok(())
@@ -307,9 +309,7 @@ impl Registry {
     /// last snapshot, or afresh, as after a crash.
     pub fn write_off(&mut self, key: &ModelKey) {
         if let Some(entities) = self.lent.get_mut(&key.detector) {
-            if entities.remove(&key.entity) {
-                self.lent_count -= 1;
-            }
+            entities.remove(&key.entity);
             if entities.is_empty() {
                 self.lent.remove(&key.detector);
             }
@@ -340,7 +340,7 @@ impl Registry {
         if let Some(old) = self.models.remove(key) {
             self.recency.remove(&old.last_used);
         }
-        if self.models.len() + self.lent_count >= self.capacity {
+        if self.models.len() + self.lent_out() >= self.capacity {
             self.evict_least_recent()?;
         }
         self.clock += 1;
