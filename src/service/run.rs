@@ -23,6 +23,7 @@ use crate::detector::registry::Registry;
 use crate::sink::dead_letter::{DeadLetterConfig, DeadLetterTarget};
 use crate::sink::opensearch::sink::OpenSearchSink;
 use crate::sink::sns::SnsSink;
+use crate::sink::writer::Writer;
 use crate::sink::{chain, queue};
 use crate::source::grpc::api::{DetectorsApi, ModelsApi, ScoringApi};
 use crate::source::grpc::auth::BearerToken;
@@ -133,8 +134,15 @@ pub async fn run(
     let dead_letters = aws.as_ref().and_then(|aws| DeadLetterTarget::build(&cfg.dead_letters, aws));
     let opensearch = OpenSearchSink::connect(&cfg.opensearch, &config.opensearch_nodes, aws.as_ref()).await?;
     let sns = aws.as_ref().and_then(|aws| SnsSink::new(&cfg.sns, aws, store.clone(), metrics.clone()));
-    let sinks =
-        chain::Sinks { store: store.clone(), keep: cfg.store.keep_events, opensearch, sns, dead_letters, metrics };
+    let sinks = chain::Sinks {
+        store: store.clone(),
+        writer: Writer::start().context("starting the journal's writer thread")?,
+        keep: cfg.store.keep_events,
+        opensearch,
+        sns,
+        dead_letters,
+        metrics,
+    };
     let writer = tokio::spawn(chain::run(sinks, queued, drained));
 
     let (stop, stopping) = watch::channel(false);

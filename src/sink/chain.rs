@@ -15,6 +15,7 @@ use super::dead_letter::DeadLetterTarget;
 use super::opensearch::sink::OpenSearchSink;
 use super::queue::{Queued, Receiver};
 use super::sns::SnsSink;
+use super::writer::{Writer, WriterGone};
 use crate::event::{Alert, DeadLetter, ScoredEvent};
 use crate::service::telemetry::Metrics;
 use crate::store::embedded::EmbeddedStore;
@@ -65,6 +66,8 @@ fn write(store: &EmbeddedStore, batch: Vec<Queued>, keep: u64, durable: bool) ->
 /// The sinks a batch goes through, in this order.
 pub struct Sinks {
     pub store: Arc<EmbeddedStore>,
+    /// Where the journal's commits and syncs run (see `writer`).
+    pub writer: Writer,
     /// Journal rows kept (each of events, alerts, dead letters).
     pub keep: u64,
     pub opensearch: Option<OpenSearchSink>,
@@ -76,7 +79,7 @@ pub struct Sinks {
 /// Hands deliveries to the sinks until `drain` fires, then what is still queued, then
 /// returns.
 pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Receiver<()>) {
-    let Sinks { store, keep, opensearch, mut sns, dead_letters, metrics } = sinks;
+    let Sinks { store, writer, keep, opensearch, mut sns, dead_letters, metrics } = sinks;
     let mut draining = false;
     let mut synced_at = tokio::time::Instant::now();
     let mut unsynced = false;
@@ -102,7 +105,7 @@ pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Rec
             }
             _ = tokio::time::sleep_until(synced_at + SYNC_EVERY), if unsynced => {
                 let store = store.clone();
-                let synced = tokio::task::spawn_blocking(move || store.sync()).await;
+                let synced = writer.run(move || store.sync()).await;
                 if matches!(synced, Ok(Ok(()))) {
                     waiting.drain(..).for_each(|ack| { let _ = ack.send(()); });
                 }
@@ -130,7 +133,7 @@ pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Rec
         }
         let durable = synced_at.elapsed() >= SYNC_EVERY;
         let writing = store.clone();
-        let written = tokio::task::spawn_blocking(move || write(&writing, batch, keep, durable)).await;
+        let written = writer.run(move || write(&writing, batch, keep, durable)).await;
         match written {
             Ok(Ok(Written { events, alerts, mut letters, acks })) => {
                 if let Some(opensearch) = &opensearch {
@@ -149,10 +152,7 @@ pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Rec
                             .collect();
                         let store = store.clone();
                         let kept = refused.clone();
-                        report(
-                            tokio::task::spawn_blocking(move || store.append(&[], &[], &kept, keep, false)).await,
-                            &metrics,
-                        );
+                        report(writer.run(move || store.append(&[], &[], &kept, keep, false)).await, &metrics);
                         letters.extend(refused);
                     }
                 }
@@ -183,7 +183,7 @@ pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Rec
         }
         unsynced = !durable;
     }
-    let synced = tokio::task::spawn_blocking(move || store.sync()).await;
+    let synced = writer.run(move || store.sync()).await;
     if matches!(synced, Ok(Ok(()))) {
         waiting.drain(..).for_each(|ack| {
             let _ = ack.send(());
@@ -193,7 +193,7 @@ pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Rec
 }
 
 /// Logs and counts a failed write; the events in it are lost to the journal only.
-fn report(written: Result<Result<(), StoreError>, tokio::task::JoinError>, metrics: &Metrics) {
+fn report(written: Result<Result<(), StoreError>, WriterGone>, metrics: &Metrics) {
     let failure = match written {
         Ok(Ok(())) => return,
         Ok(Err(e)) => e.to_string(),
