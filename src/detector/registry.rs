@@ -2,7 +2,7 @@
 //! entity's first record, capped in number, the least recently used evicted to the
 //! snapshot store and restored when its entity comes back. Event time throughout.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::config::Detector;
@@ -66,16 +66,22 @@ struct Resident {
     positions: Vec<SourcePosition>,
     latest_event_ms: Option<i64>,
     last_score: f64,
+    /// `model.memory_bytes()` as last measured (when loaded and at each
+    /// [`Registry::models_memory_bytes`]): what the model counts for while it is lent.
+    memory_bytes: usize,
 }
 
 impl Resident {
     fn fresh(model: Model) -> Self {
-        Resident { model, last_used: 0, positions: Vec::new(), latest_event_ms: None, last_score: 0.0 }
+        let memory_bytes = model.memory_bytes();
+        Resident { model, last_used: 0, positions: Vec::new(), latest_event_ms: None, last_score: 0.0, memory_bytes }
     }
 
     fn restored(snapshot: Snapshot, detector: &Detector) -> Result<Self, RegistryError> {
+        let model = Model::restore(&snapshot.model, detector)?;
         Ok(Resident {
-            model: Model::restore(&snapshot.model, detector)?,
+            memory_bytes: model.memory_bytes(),
+            model,
             last_used: 0,
             positions: snapshot.positions,
             latest_event_ms: snapshot.latest_event_ms,
@@ -167,8 +173,9 @@ pub struct Registry {
     detectors: HashMap<String, Arc<Detector>>,
     /// The resident models, but for those lent out.
     models: HashMap<ModelKey, Resident>,
-    /// The entities whose models are lent out, by detector (no empty sets).
-    lent: HashMap<String, HashSet<String>>,
+    /// The entities whose models are lent out, by detector (no empty maps), with the
+    /// models' memory as last measured.
+    lent: HashMap<String, HashMap<String, usize>>,
     /// last_used -> key, to find the least recently used model in O(log n).
     recency: BTreeMap<u64, ModelKey>,
     clock: u64,
@@ -206,12 +213,12 @@ impl Registry {
 
     /// How many models are lent out (a few at a time: one call's).
     fn lent_out(&self) -> usize {
-        self.lent.values().map(HashSet::len).sum()
+        self.lent.values().map(HashMap::len).sum()
     }
 
     /// Whether the model of `entity` under `detector` is lent out.
     pub fn is_lent(&self, detector: &str, entity: &str) -> bool {
-        self.lent.get(detector).is_some_and(|entities| entities.contains(entity))
+        self.lent.get(detector).is_some_and(|entities| entities.contains_key(entity))
     }
 
     /// Whether any model of `detector` (any model at all, for None) is lent out.
@@ -226,9 +233,18 @@ impl Registry {
         self.stats
     }
 
-    /// The bytes the resident models hold (not counting the maps that index them).
-    pub fn models_memory_bytes(&self) -> usize {
-        self.models.values().map(|r| r.model.memory_bytes()).sum()
+    /// The bytes the resident models hold (not counting the maps that index them),
+    /// measured now, but for the models lent out, which count as last measured.
+    pub fn models_memory_bytes(&mut self) -> usize {
+        let resident: usize = self
+            .models
+            .values_mut()
+            .map(|r| {
+                r.memory_bytes = r.model.memory_bytes();
+                r.memory_bytes
+            })
+            .sum();
+        resident + self.lent.values().flat_map(HashMap::values).sum::<usize>()
     }
 
     /// Scores one record of `entity` under `detector` and learns it, unless its
@@ -282,7 +298,7 @@ impl Registry {
             self.detectors.get(detector).cloned().ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
         let resident = self.models.remove(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
         self.recency.remove(&resident.last_used);
-        self.lent.entry(key.detector.clone()).or_default().insert(key.entity.clone());
+        self.lent.entry(key.detector.clone()).or_default().insert(key.entity.clone(), resident.memory_bytes);
         Ok(Lent { key, resident, detector: shared, max_lateness_ms: self.max_lateness_ms })
     }
 
@@ -545,6 +561,22 @@ mod tests {
         registry.give_back(lent).expect("given back");
         assert!(matches!(registry.model_info("iot", "sensor-1"), Err(RegistryError::UnknownModel { .. })));
         assert_eq!(registry.resident(), 0);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_lent_model_still_counts_in_the_models_memory() {
+        let (store, path) = store("memory");
+        let mut registry = Registry::new(vec![detector()], 10, store);
+        for i in 0..200 {
+            let (entity, value) = reading(i);
+            registry.process("iot", &entity, i as i64, &[value], None).expect("scored");
+        }
+        let all = registry.models_memory_bytes();
+        let lent = registry.lend("iot", "sensor-1").expect("lent");
+        assert_eq!(registry.models_memory_bytes(), all, "a model out for scoring still takes its memory");
+        registry.give_back(lent).expect("given back");
+        assert_eq!(registry.models_memory_bytes(), all);
         let _ = std::fs::remove_file(path);
     }
 

@@ -228,7 +228,7 @@ fn feature_values(record: &Record, detector: &Detector) -> Result<Vec<f64>, Reco
 
 impl Scorer {
     /// A scorer over `registry` that scores a batch's models on up to `threads` threads.
-    pub fn new(registry: Registry, threads: usize, metrics: Arc<Metrics>, sink: queue::Sender) -> Self {
+    pub fn new(mut registry: Registry, threads: usize, metrics: Arc<Metrics>, sink: queue::Sender) -> Self {
         Scorer {
             resident: AtomicUsize::new(registry.resident()),
             memory_bytes: AtomicUsize::new(registry.models_memory_bytes()),
