@@ -260,6 +260,31 @@ impl Scorer {
         lock(&self.registry)
     }
 
+    /// The registry if no one holds it.
+    fn try_registry(&self) -> Option<MutexGuard<'_, Registry>> {
+        match self.registry.try_lock() {
+            Ok(registry) => Some(registry),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The registry, for a call that may run on a tokio worker (one scored in place).
+    /// Another call may hold it for a while, evicting a model to disk or restoring
+    /// one; the wait then goes through `block_in_place`, which hands the worker's other
+    /// tasks to another thread instead of holding them up too.
+    fn registry_from_anywhere(&self) -> MutexGuard<'_, Registry> {
+        self.try_registry().unwrap_or_else(|| {
+            let on_worker = tokio::runtime::Handle::try_current()
+                .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if on_worker {
+                tokio::task::block_in_place(|| self.registry())
+            } else {
+                self.registry()
+            }
+        })
+    }
+
     /// The registry once `ready` holds of it (say, no model of a detector is lent out).
     pub fn registry_when(&self, ready: impl Fn(&Registry) -> bool) -> MutexGuard<'_, Registry> {
         self.wait_until(self.registry(), ready)
@@ -493,7 +518,7 @@ impl Scorer {
             _ => vec![self.score_queued(&queue, ingested_at)],
         };
         let mut score_seconds = Vec::with_capacity(count);
-        let mut registry = self.registry();
+        let mut registry = self.registry_from_anywhere();
         // From here every model goes back (give_back does not panic), and a key written
         // off after this could be another call's by then.
         out.keys.clear();
@@ -615,13 +640,8 @@ impl Scorer {
         if records.len() <= INLINE_RECORDS && multi_thread {
             // With the registry free, a few records take tens of microseconds: less than
             // block_in_place handing this worker's other tasks to another thread.
-            let free = match self.registry.try_lock() {
-                Ok(registry) => Some(registry),
-                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            };
             // A model another call has out may take a batch's time to come back.
-            let free = free.filter(|registry| self.models_at_hand(registry, &records));
+            let free = self.try_registry().filter(|registry| self.models_at_hand(registry, &records));
             return Ok(match free {
                 Some(registry) => self.score_with(registry, origin, records),
                 None => tokio::task::block_in_place(|| self.score(origin, records)),
@@ -724,6 +744,34 @@ mod tests {
         let store = Arc::new(EmbeddedStore::open(&path).expect("store"));
         let (sink, _queued) = queue::queue(queue::DEFAULT_CAPACITY);
         Scorer::new(Registry::new(vec![detector], 100, store), threads, Arc::new(Metrics::default()), sink)
+    }
+
+    #[test]
+    fn a_call_on_a_worker_waiting_for_the_registry_lets_the_workers_other_tasks_run() {
+        let scorer = Arc::new(scorer(1, "from-anywhere"));
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        // Held as an eviction to disk would hold it.
+        let held = scorer.registry();
+        let (started, waiting) = std::sync::mpsc::channel();
+        let waiter = runtime.spawn({
+            let scorer = scorer.clone();
+            async move {
+                let _ = started.send(());
+                drop(scorer.registry_from_anywhere());
+            }
+        });
+        waiting.recv().expect("the waiter started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The runtime's only worker is the waiter's; another task must still run.
+        let (ran, other) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let _ = ran.send(());
+        });
+        let other_ran = other.recv_timeout(std::time::Duration::from_secs(5)).is_ok();
+        drop(held);
+        runtime.block_on(waiter).expect("the waiter got the registry");
+        assert!(other_ran, "a task on the waiting worker ran only once the registry was free");
     }
 
     /// One reading of `entity` for detector "d".
