@@ -387,7 +387,7 @@ impl Tree {
     #[inline(always)]
     fn lockstep(trees: &[Tree; LANES], descents: &mut [Descent; LANES], key: impl Fn(u8) -> i32) {
         let (mut lo, mut hi, mut gap) = ([0usize; LANES], [0usize; LANES], [0usize; LANES]);
-        let (mut depth, mut run_root) = ([0usize; LANES], [usize::MAX; LANES]);
+        let mut depth = [0usize; LANES];
         for l in 0..LANES {
             let n = trees[l].leaves.len();
             if descents[l].nodes.len() < n {
@@ -403,9 +403,7 @@ impl Tree {
                 // moves, and its path entry is written past the path's end.
                 let node = trees[l].nodes[gap[l]];
                 let dim = node.dim();
-                let open = lo[l] < hi[l];
-                let live = open & (dim != DUPLICATE);
-                run_root[l] = select_unpredictable(open & !live, gap[l], run_root[l]);
+                let live = (lo[l] < hi[l]) & (dim != DUPLICATE);
                 descents[l].nodes[depth[l]] = PathNode::new(gap[l], lo[l], hi[l]);
                 depth[l] += live as usize;
                 let left = key(dim) <= node.cut;
@@ -423,7 +421,9 @@ impl Tree {
         }
         for (l, descent) in descents.iter_mut().enumerate() {
             descent.depth = depth[l];
-            descent.run_root = (run_root[l] != usize::MAX).then_some(run_root[l]);
+            // A lane that stopped above a single leaf stopped at a run of duplicates,
+            // whose root it stands on.
+            descent.run_root = (lo[l] < hi[l]).then_some(gap[l]);
             descent.leaf = (lo[l], hi[l]);
         }
     }
