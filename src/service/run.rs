@@ -143,7 +143,7 @@ pub async fn run(
         dead_letters,
         metrics,
     };
-    let writer = tokio::spawn(chain::run(sinks, queued, drained));
+    let sinks_task = tokio::spawn(chain::run(sinks, queued, drained));
 
     let (stop, stopping) = watch::channel(false);
     let stopped = {
@@ -260,7 +260,7 @@ pub async fn run(
     }
     tracing::info!("draining the sinks");
     let _ = drain.send(());
-    let _ = writer.await;
+    let _ = sinks_task.await;
     tracing::info!("snapshotting models");
     let flushed = tokio::task::spawn_blocking(move || scorer.flush()).await?;
     flushed.context("snapshotting models at shutdown")?;
