@@ -32,7 +32,8 @@
 //!   a shared point store, time-decayed reservoir sampling per tree, score, attribution,
 //!   imputation of missing values, snapshots. No async, no I/O, no allocation per point.
 //! - [`sink`]: where scored events go, in a chain per batch: the journal in the embedded
-//!   store, OpenSearch bulk indexing, SNS alerts, the dead-letter target; the batch is
+//!   store (committed on a thread at idle priority, so commits never delay a reply),
+//!   OpenSearch bulk indexing, SNS alerts, the dead-letter target; the batch is
 //!   acknowledged (and its Kinesis records checkpointed) once all have it.
 //! - [`store`]: what outlives a process, in one embedded redb file: model snapshots
 //!   (with the source position they include), the journal of events, alerts and dead
