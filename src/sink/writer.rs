@@ -4,14 +4,18 @@
 //! A commit of a few hundred events holds a core for up to a millisecond (redb's page
 //! management). On the blocking pool, at normal priority, a call whose reply was ready
 //! could wait for that core. Unary `Score` p99 at half of peak on two cores (`cargo
-//! bench --bench grpc grpc/unary_score`, alternated runs): blocking pool 0.84-1.48 ms;
-//! this thread at nice 19 0.66-2.23 ms, median 0.95 (ten runs); as `SCHED_IDLE`
-//! 0.49-1.44 ms, median 0.80 (seven), where the scheduler gives the core to whatever
-//! else wakes. The batch ratio did not move. The journal still gets every moment nothing
-//! else wants; if it falls behind, the queue's bound holds back intake until it catches
-//! up, which frees the cores for it, so it is delayed, never starved for good. (Beside
-//! a busy process outside rcfd's own cgroup, it gets little: run rcfd in a container
-//! or a systemd unit, where the policy only ranks rcfd's own threads.)
+//! bench --bench grpc grpc/unary_score`, five runs alternated with the blocking-pool
+//! build): 0.53-0.88 ms, median 0.68, against 0.79-5.9 ms, median 1.36. Nice 19
+//! instead of `SCHED_IDLE` helped less (median 1.07 against 0.80 ms over seven
+//! alternated pairs): an idle-policy thread gives up its core to whatever else wakes.
+//! The batch ratio did not move.
+//!
+//! The journal still gets every moment nothing else wants; if it falls behind, the
+//! queue's bound holds back intake until it catches up, which frees the cores for it,
+//! so it is delayed, never starved for good. (Beside a busy process outside rcfd's own
+//! cgroup it gets little: run rcfd in a container or a systemd unit, where the policy
+//! only ranks rcfd's own threads.)
+
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 
