@@ -410,13 +410,15 @@ impl Scorer {
     /// over threads by their number of records: a batch of many entities uses every
     /// core, and each entity's records are still scored in order by one thread.
     pub fn score(&self, origin: &str, records: Vec<Record>) -> (Vec<Result<usize, RecordError>>, Delivery) {
-        self.score_with(self.registry(), origin, records)
+        self.score_with(self.registry(), false, origin, records)
     }
 
-    /// [`Scorer::score`] with the registry already locked.
+    /// [`Scorer::score`] with the registry already locked, and `at_hand` if the caller
+    /// found with it locked that the models are at hand (see [`Scorer::models_at_hand`]).
     fn score_with(
         &self,
         registry: MutexGuard<'_, Registry>,
+        at_hand: bool,
         origin: &str,
         records: Vec<Record>,
     ) -> (Vec<Result<usize, RecordError>>, Delivery) {
@@ -424,7 +426,7 @@ impl Scorer {
         // All of this call's models at once, in line with the other calls: a call
         // holding some while waiting for others could wait for a call that waits for it.
         // With nobody in line for them and none out, no line is needed (the usual case).
-        let mut registry = if self.models_at_hand(&registry, &records) {
+        let mut registry = if at_hand || self.models_at_hand(&registry, &records) {
             registry
         } else {
             let wanted: Vec<(String, String)> = {
@@ -643,7 +645,7 @@ impl Scorer {
             // A model another call has out may take a batch's time to come back.
             let free = self.try_registry().filter(|registry| self.models_at_hand(registry, &records));
             return Ok(match free {
-                Some(registry) => self.score_with(registry, origin, records),
+                Some(registry) => self.score_with(registry, true, origin, records),
                 None => tokio::task::block_in_place(|| self.score(origin, records)),
             });
         }
