@@ -121,9 +121,12 @@ pub fn rfc3339_ms(text: &str) -> Option<i64> {
     }
     let offset_minutes = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
+        // Bytes and `get`, not string slices: the offset is input, and a multi-byte
+        // character in it must be a failed parse, not a slice off a char boundary.
+        _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
+            let hours = rest.get(1..3)?.parse::<i64>().ok()?;
+            sign * (hours * 60 + rest.get(4..6)?.parse::<i64>().ok()?)
         }
         _ => return None,
     };
@@ -208,5 +211,17 @@ mod tests {
         assert_eq!(d.event_ms, 1_700_000_000_000);
         assert_eq!(rfc3339_ms("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(rfc3339_ms("2026-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn a_time_with_a_multi_byte_character_in_its_offset_is_a_bad_field_not_a_panic() {
+        for ts in ["2026-11-23T18:07:36+€ab", "2026-11-23T18:07:36+0€:", "2026-11-23T18:07:36é", "2026-11-23T18:07:36.€"]
+        {
+            assert_eq!(rfc3339_ms(ts), None, "{ts}");
+        }
+        let config = JsonConfig { event_time: Some("ts".into()), ..JsonConfig::default() };
+        let record = r#"{"iotName": "a", "iotValue": 1, "ts": "2026-11-23T18:07:36+€ab"}"#;
+        let err = decode(config, record).expect_err("a bad time").to_string();
+        assert!(err.contains("ts") && err.contains("€"), "{err}");
     }
 }
