@@ -215,7 +215,8 @@ mod tests {
 
     #[test]
     fn a_time_with_a_multi_byte_character_in_its_offset_is_a_bad_field_not_a_panic() {
-        for ts in ["2026-11-23T18:07:36+€ab", "2026-11-23T18:07:36+0€:", "2026-11-23T18:07:36é", "2026-11-23T18:07:36.€"]
+        for ts in
+            ["2026-11-23T18:07:36+€ab", "2026-11-23T18:07:36+0€:", "2026-11-23T18:07:36é", "2026-11-23T18:07:36.€"]
         {
             assert_eq!(rfc3339_ms(ts), None, "{ts}");
         }

@@ -214,11 +214,25 @@ impl Model {
     pub fn restore(bytes: &[u8], detector: &Detector) -> Result<Self, ModelError> {
         let state: ModelState = bincode::deserialize(bytes).map_err(|e| ModelError::Snapshot(e.to_string()))?;
         let forest = Forest::restore(&state.forest)?;
-        if forest.params() != &detector.forest || state.transform.mean.len() != detector.features.len() {
-            return Err(ModelError::Snapshot(format!(
-                "made with other parameters than detector `{}` has now",
-                detector.name
-            )));
+        let other = |what: &str| {
+            ModelError::Snapshot(format!("made with another {what} than detector `{}` has now", detector.name))
+        };
+        if forest.params() != &detector.forest {
+            return Err(other("forest"));
+        }
+        // Snapshots come from storage and RestoreModel calls: every per-feature vector
+        // must fit the detector, or the next record would index past one.
+        let transform = &state.transform;
+        let features = detector.features.len();
+        let fits = |v: &Vec<f64>| v.len() == features;
+        let horizon = (detector.forest.sample_size * NORMALIZE_HORIZON_PER_SAMPLE) as u64;
+        if transform.transform != detector.transform
+            || !fits(&transform.mean)
+            || !fits(&transform.variance)
+            || !transform.previous.as_ref().is_none_or(fits)
+            || transform.horizon != horizon
+        {
+            return Err(other("transform or feature count"));
         }
         Ok(Model { transform: state.transform, forest, threshold: state.threshold })
     }
@@ -323,6 +337,34 @@ mod tests {
             features.join(", ")
         );
         DetectorConfig::from_toml(&text).expect("parses").validate().expect("valid")
+    }
+
+    #[test]
+    fn a_snapshot_whose_state_does_not_fit_the_detector_is_refused_not_a_panic_later() {
+        let detector = detector("normalize_difference", 1, &["cpu", "memory"]);
+        let mut model = Model::new(&detector);
+        for i in 0..10 {
+            model.process(&[f64::from(i), 2.0]).expect("scores");
+        }
+        let good = model.snapshot().expect("snapshot");
+        let mut restored = Model::restore(&good, &detector).expect("restores");
+        restored.process(&[11.0, 2.0]).expect("scores");
+        let state: ModelState = bincode::deserialize(&good).expect("state");
+        let broken: [fn(&mut TransformState); 5] = [
+            |t| t.variance.clear(),
+            |t| t.mean.push(0.0),
+            |t| t.previous = Some(Vec::new()),
+            |t| t.transform = Transform::None,
+            |t| t.horizon = 0,
+        ];
+        for (i, breaks) in broken.iter().enumerate() {
+            let mut transform = state.transform.clone();
+            breaks(&mut transform);
+            let bad = ModelState { transform, threshold: state.threshold.clone(), forest: state.forest.clone() };
+            let bytes = bincode::serialize(&bad).expect("serialise");
+            let err = Model::restore(&bytes, &detector).expect_err("refused").to_string();
+            assert!(err.contains("transform or feature count"), "case {i}: {err}");
+        }
     }
 
     #[test]
