@@ -109,11 +109,13 @@ impl Resident {
             }
         }
         if let Some(latest) = self.latest_event_ms {
-            if latest - event_ms > max_lateness_ms {
+            // Both times are input: saturate rather than overflow on extreme ones.
+            let late_ms = latest.saturating_sub(event_ms);
+            if late_ms > max_lateness_ms {
                 return Err(RegistryError::Late {
                     entity: key.entity.clone(),
                     event_ms,
-                    late_ms: latest - event_ms,
+                    late_ms,
                     max_ms: max_lateness_ms,
                 });
             }
@@ -645,6 +647,9 @@ mod tests {
             "event time 8000 ms is 2000 ms before a's latest event; at most 1000 ms is allowed"
         );
         assert!(matches!(registry.process("iot", "a", 10_001, &[1.0, 2.0], None), Err(RegistryError::Model(_))));
+        // Extreme times are input too: late by more than i64 holds, not an overflow.
+        let late = registry.process("iot", "a", i64::MIN, &[1.0], None).expect_err("too late");
+        assert!(matches!(late, RegistryError::Late { late_ms: i64::MAX, .. }), "{late:?}");
         let _ = std::fs::remove_file(path);
     }
 }

@@ -99,8 +99,10 @@ impl SnsSink {
         let mut due = Vec::new();
         for alert in alerts {
             let key = (alert.event.detector.clone(), alert.event.entity.clone());
-            let cooled =
-                self.last_alert.get(&key).is_none_or(|last| alert.event.event_ms - last >= self.config.cooldown_ms);
+            let cooled = self
+                .last_alert
+                .get(&key)
+                .is_none_or(|last| alert.event.event_ms.saturating_sub(*last) >= self.config.cooldown_ms);
             let minute_ago = Instant::now().checked_sub(Duration::from_secs(60));
             while self.sent.front().is_some_and(|t| minute_ago.is_some_and(|m| *t < m)) {
                 self.sent.pop_front();
@@ -169,7 +171,7 @@ impl SnsSink {
                 let now = now_ms();
                 for (i, alert) in pending.iter().enumerate() {
                     if !failed.contains(&i) {
-                        let delay = (now - alert.event.event_ms).max(0) as f64 / 1000.0;
+                        let delay = now.saturating_sub(alert.event.event_ms).max(0) as f64 / 1000.0;
                         self.metrics.notification_delay_seconds.observe(delay);
                     }
                 }
