@@ -538,7 +538,9 @@ async fn malformed_records_are_dead_letters_with_their_reason_and_the_good_ones_
     bad_kpl.extend_from_slice(&body);
     bad_kpl.extend_from_slice(&[0u8; 16]);
     let not_utf8 = gzip(&[0xff, 0xfe, 0x00, 0x7b]);
-    let records = [good, wrong_count, truncated, bad_kpl, not_utf8];
+    // Two bad lines in one record: one dead letter with both reasons and the bytes once.
+    let two_bad = envelope(&["2 123456789012 eni-0a1b2c3d 10.0.1.8", &flow(7), "2 123456789012"]);
+    let records = [good, wrong_count, truncated, bad_kpl, not_utf8, two_bad];
     let entries = records
         .iter()
         .map(|r| {
@@ -563,7 +565,7 @@ async fn malformed_records_are_dead_letters_with_their_reason_and_the_good_ones_
     let service = InProcess::start(&config).await;
     poll_until("every record handled", Duration::from_secs(60), || async {
         let m = metrics(service.http).await?;
-        (metric(&m, "rcfd_records_scored_total") >= 4.0 && metric(&m, "rcfd_errors_total{stage=\"decode\"") >= 4.0)
+        (metric(&m, "rcfd_records_scored_total") >= 5.0 && metric(&m, "rcfd_errors_total{stage=\"decode\"") >= 6.0)
             .then_some(())
     })
     .await;
@@ -571,10 +573,21 @@ async fn malformed_records_are_dead_letters_with_their_reason_and_the_good_ones_
     let journal = EmbeddedStore::open(&store).expect("store");
     let mut entities: Vec<String> = journal.recent_events(10).expect("events").into_iter().map(|e| e.entity).collect();
     entities.sort();
-    assert_eq!(entities, vec!["10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.5"], "the good flows around the bad ones");
-    let reasons: Vec<String> =
-        journal.recent_dead_letters(10).expect("letters").into_iter().map(|l| l.reason).collect();
-    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(
+        entities,
+        vec!["10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.5", "10.0.1.7"],
+        "the good flows around the bad ones"
+    );
+    let letters = journal.recent_dead_letters(10).expect("letters");
+    let two = letters.iter().find(|l| l.reason.starts_with("2 of its 3 records failed")).expect("one letter for both");
+    assert_eq!(two.raw, records[5], "{}", two.reason);
+    assert!(
+        two.reason.contains("4 fields, expected 14") && two.reason.contains("2 fields, expected 14"),
+        "{}",
+        two.reason
+    );
+    let reasons: Vec<String> = letters.into_iter().map(|l| l.reason).collect();
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
     for expected in ["5 fields, expected 14", "gzip", "MD5", "JSON"] {
         assert!(reasons.iter().any(|r| r.contains(expected)), "no dead letter says {expected:?}: {reasons:?}");
     }

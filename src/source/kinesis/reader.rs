@@ -166,10 +166,10 @@ impl Reader {
                 index += 1;
                 SourcePosition { stream: self.config.stream.clone(), shard: self.shard.clone(), sequence }
             };
-            let dead_letter = |reason: String, source: SourcePosition| DeadLetter {
+            let dead_letter = |reason: String, source: SourcePosition, raw: Vec<u8>| DeadLetter {
                 origin: origin.to_owned(),
                 source: Some(source),
-                raw: data.clone(),
+                raw,
                 reason,
                 at_ms: crate::event::now_ms(),
             };
@@ -178,12 +178,15 @@ impl Reader {
                 Ok(user_records) => user_records,
                 Err(e) => {
                     self.scorer.metrics().error("decode", e.kind());
-                    letters.push(dead_letter(e.to_string(), next_position()));
+                    letters.push(dead_letter(e.to_string(), next_position(), data));
                     continue;
                 }
             };
-            for user_record in &user_records {
-                for decoded in self.decoder.decode(user_record, arrival_ms) {
+            for user_record in user_records {
+                let decoded = self.decoder.decode(&user_record, arrival_ms);
+                let items = decoded.len();
+                let mut failed = Vec::new();
+                for decoded in decoded {
                     let position = next_position();
                     match decoded {
                         Ok(d) => scored.push(Record {
@@ -196,9 +199,16 @@ impl Reader {
                         }),
                         Err(e) => {
                             self.scorer.metrics().error("decode", e.kind());
-                            letters.push(dead_letter(e.to_string(), position));
+                            failed.push((position, e.to_string()));
                         }
                     }
+                }
+                // One letter per user record, holding its bytes once: a letter per failed
+                // line, each with a copy of a record of thousands of lines, would turn one
+                // wrong field mapping into gigabytes.
+                if let Some((first, reason)) = failed.first() {
+                    let reason = failure_summary(&failed, items).unwrap_or_else(|| reason.clone());
+                    letters.push(dead_letter(reason, first.clone(), user_record));
                 }
             }
         }
@@ -227,6 +237,24 @@ impl Reader {
             }
         }
     }
+}
+
+/// What a dead letter says of a user record some of whose `items` records failed (the
+/// position and reason of each): None for a single failure, whose reason says it all.
+fn failure_summary(failed: &[(SourcePosition, String)], items: usize) -> Option<String> {
+    /// Reasons spelt out in full; the rest are counted.
+    const SHOWN: usize = 5;
+    if failed.len() < 2 {
+        return None;
+    }
+    let mut summary = format!("{} of its {items} records failed:", failed.len());
+    for (position, reason) in failed.iter().take(SHOWN) {
+        summary.push_str(&format!(" [{}] {reason};", position.sequence));
+    }
+    if failed.len() > SHOWN {
+        summary.push_str(&format!(" and {} more", failed.len() - SHOWN));
+    }
+    Some(summary)
 }
 
 /// One GetRecords answer.
@@ -326,5 +354,26 @@ async fn pause(stop: &mut watch::Receiver<bool>, duration: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(duration) => *stop.borrow(),
         _ = stop.changed() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_with_many_failed_lines_is_summed_up_in_one_reason() {
+        let failed: Vec<(SourcePosition, String)> = (0..7)
+            .map(|i| {
+                let position =
+                    SourcePosition { stream: "s".into(), shard: "shard-0".into(), sequence: format!("49:{i:06}") };
+                (position, format!("line {i} is bad"))
+            })
+            .collect();
+        assert_eq!(failure_summary(&failed[..1], 10), None, "one failure keeps its own reason");
+        let summary = failure_summary(&failed, 10).expect("a summary");
+        assert!(summary.starts_with("7 of its 10 records failed: [49:000000] line 0 is bad;"), "{summary}");
+        assert!(summary.contains("[49:000004] line 4 is bad;") && !summary.contains("line 5"), "{summary}");
+        assert!(summary.ends_with("and 2 more"), "{summary}");
     }
 }
