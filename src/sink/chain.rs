@@ -76,6 +76,43 @@ pub struct Sinks {
     pub metrics: Arc<Metrics>,
 }
 
+/// Alerts SNS refused for good, as dead letters (the alert as JSON).
+fn refused_alerts(refused: Vec<(Alert, String)>) -> Vec<DeadLetter> {
+    refused
+        .into_iter()
+        .map(|(alert, reason)| DeadLetter {
+            origin: "sns".into(),
+            source: alert.event.source.clone(),
+            raw: serde_json::to_vec(&alert).unwrap_or_default(),
+            reason: format!("the alert for event {}: {reason}", alert.event.id),
+            at_ms: crate::event::now_ms(),
+        })
+        .collect()
+}
+
+/// Journals dead letters that arose in the sinks, after their batch was written.
+async fn keep_letters(
+    store: &Arc<EmbeddedStore>,
+    writer: &Writer,
+    keep: u64,
+    letters: Vec<DeadLetter>,
+    metrics: &Metrics,
+) {
+    let store = store.clone();
+    report(writer.run(move || store.append(&[], &[], &letters, keep, false)).await, metrics);
+}
+
+/// Sends dead letters to the configured target, if any. They are in the journal
+/// already: a target that stays down is reported, not a reason to hold the source back.
+async fn send_letters(target: Option<&DeadLetterTarget>, letters: &[DeadLetter], metrics: &Metrics) {
+    if let Some(target) = target {
+        if let Err(e) = target.send(letters).await {
+            tracing::error!(error = %e, count = letters.len(), "sending dead letters failed; they stay in the journal");
+            metrics.error("dead_letters", "send_failed");
+        }
+    }
+}
+
 /// Hands deliveries to the sinks until `drain` fires, then what is still queued, then
 /// returns.
 pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Receiver<()>) {
@@ -92,7 +129,11 @@ pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Rec
         let next = tokio::select! {
             _ = spool_check.tick(), if sns.is_some() => {
                 if let Some(sns) = sns.as_mut() {
-                    sns.send(&[]).await;
+                    let refused = refused_alerts(sns.send(&[]).await);
+                    if !refused.is_empty() {
+                        keep_letters(&store, &writer, keep, refused.clone(), &metrics).await;
+                        send_letters(dead_letters.as_ref(), &refused, &metrics).await;
+                    }
                 }
                 continue;
             }
@@ -150,23 +191,18 @@ pub async fn run(sinks: Sinks, mut deliveries: Receiver, mut drain: oneshot::Rec
                                 at_ms: crate::event::now_ms(),
                             })
                             .collect();
-                        let store = store.clone();
-                        let kept = refused.clone();
-                        report(writer.run(move || store.append(&[], &[], &kept, keep, false)).await, &metrics);
+                        keep_letters(&store, &writer, keep, refused.clone(), &metrics).await;
                         letters.extend(refused);
                     }
                 }
                 if let Some(sns) = sns.as_mut() {
-                    sns.send(&alerts).await;
-                }
-                if let Some(target) = &dead_letters {
-                    // The letters are in the journal already: a target that stays down
-                    // is reported, not a reason to hold the source back.
-                    if let Err(e) = target.send(&letters).await {
-                        tracing::error!(error = %e, count = letters.len(), "sending dead letters failed; they stay in the journal");
-                        metrics.error("dead_letters", "send_failed");
+                    let refused = refused_alerts(sns.send(&alerts).await);
+                    if !refused.is_empty() {
+                        keep_letters(&store, &writer, keep, refused.clone(), &metrics).await;
+                        letters.extend(refused);
                     }
                 }
+                send_letters(dead_letters.as_ref(), &letters, &metrics).await;
                 waiting.extend(acks);
                 if durable {
                     waiting.drain(..).for_each(|ack| {

@@ -4,7 +4,9 @@
 //! message attributes `detector`, `entity` and `severity` for subscription filters;
 //! FIFO topics get the entity as group id and the event id as deduplication id. While
 //! SNS cannot be reached the alerts wait in the embedded store and go out, oldest first,
-//! when it answers again.
+//! when it answers again. An alert SNS refuses for good (its fault code says the sender's:
+//! a message too large, a bad FIFO group id) becomes a dead letter instead, so it cannot
+//! hold up the spool behind it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -64,6 +66,16 @@ pub struct SnsSink {
     metrics: Arc<Metrics>,
 }
 
+/// What became of the alerts given to [`SnsSink::publish`], by index; the rest were
+/// delivered.
+#[derive(Debug, Default)]
+struct Published {
+    /// Refused for good, with SNS's reason.
+    refused: Vec<(usize, String)>,
+    /// Not taken: SNS unreachable or failing on its side.
+    unsent: Vec<usize>,
+}
+
 fn attribute(value: &str) -> Option<MessageAttributeValue> {
     MessageAttributeValue::builder().data_type("String").string_value(value).build().ok()
 }
@@ -94,8 +106,10 @@ impl SnsSink {
     }
 
     /// Applies the cooldown and the rate cap, then publishes; what cannot be published
-    /// now is spooled.
-    pub async fn send(&mut self, alerts: &[Alert]) {
+    /// now is spooled. Returns the alerts SNS refused for good (a message too large, a
+    /// bad FIFO group id), with its reason: retrying them would block the spool behind
+    /// them, so they go to the dead-letter store instead.
+    pub async fn send(&mut self, alerts: &[Alert]) -> Vec<(Alert, String)> {
         let mut due = Vec::new();
         for alert in alerts {
             let key = (alert.event.detector.clone(), alert.event.entity.clone());
@@ -115,23 +129,35 @@ impl SnsSink {
             self.sent.push_back(Instant::now());
             due.push(alert.clone());
         }
+        let mut refused = Vec::new();
         // Spooled alerts first (oldest first), while SNS answers.
         let spooled = self.store.spooled_alerts(SPOOL_PER_BATCH).unwrap_or_default();
         if !spooled.is_empty() {
             let (keys, old): (Vec<u64>, Vec<Alert>) = spooled.into_iter().unzip();
-            if self.publish(&old).await.is_ok() {
-                if let Err(e) = self.store.unspool_alerts(&keys) {
-                    tracing::error!(error = %e, "could not clear published alerts from the spool");
-                }
-            } else {
+            let published = self.publish(&old).await;
+            // Delivered and refused ones leave the spool; those SNS did not take stay.
+            let done: Vec<u64> =
+                keys.iter().enumerate().filter(|(i, _)| !published.unsent.contains(i)).map(|(_, &k)| k).collect();
+            if let Err(e) = self.store.unspool_alerts(&done) {
+                tracing::error!(error = %e, "could not clear published alerts from the spool");
+            }
+            refused.extend(published.refused.into_iter().map(|(i, reason)| (old[i].clone(), reason)));
+            if !published.unsent.is_empty() {
                 self.spool(&due);
-                return;
+                return refused;
             }
         }
-        if let Err(e) = self.publish(&due).await {
-            tracing::warn!(error = %e, count = due.len(), "SNS unreachable; alerts spooled until it answers");
-            self.spool(&due);
+        let published = self.publish(&due).await;
+        if !published.unsent.is_empty() {
+            tracing::warn!(count = published.unsent.len(), "SNS unreachable; alerts spooled until it answers");
+            let unsent: Vec<Alert> = published.unsent.iter().map(|&i| due[i].clone()).collect();
+            self.spool(&unsent);
         }
+        refused.extend(published.refused.into_iter().map(|(i, reason)| (due[i].clone(), reason)));
+        if !refused.is_empty() {
+            self.metrics.errors("sns", "refused", refused.len());
+        }
+        refused
     }
 
     fn spool(&self, alerts: &[Alert]) {
@@ -145,48 +171,71 @@ impl SnsSink {
         }
     }
 
-    /// Publishes all of `alerts` (retrying failed entries) or says why not.
-    async fn publish(&self, alerts: &[Alert]) -> Result<(), String> {
-        for chunk in alerts.chunks(BATCH) {
-            let mut pending: Vec<&Alert> = chunk.iter().collect();
+    /// Publishes `alerts`, retrying the entries SNS failed on its side, and says which
+    /// it refused for good and which it did not take (unreachable, or still failing).
+    async fn publish(&self, alerts: &[Alert]) -> Published {
+        let mut published = Published::default();
+        for (c, chunk) in alerts.chunks(BATCH).enumerate() {
+            let base = c * BATCH;
+            let mut pending = Vec::new();
+            for (i, alert) in chunk.iter().enumerate() {
+                match self.entry(i, alert) {
+                    Some(entry) => pending.push((i, entry)),
+                    None => published.refused.push((base + i, "the alert could not be made an SNS message".into())),
+                }
+            }
             let mut backoff = FIRST_BACKOFF;
             for attempt in 1..=ATTEMPTS {
-                let entries = pending.iter().enumerate().filter_map(|(i, a)| self.entry(i, a)).collect();
-                let result = self
-                    .client
-                    .publish_batch()
-                    .topic_arn(&self.topic_arn)
-                    .set_publish_batch_request_entries(Some(entries))
-                    .send()
-                    .await;
-                let failed: Vec<usize> = match result {
-                    Ok(out) => out.failed.unwrap_or_default().iter().filter_map(|f| f.id.parse().ok()).collect(),
-                    Err(e) => {
-                        if attempt == ATTEMPTS {
-                            return Err(aws_sdk_sns::error::DisplayErrorContext(e).to_string());
-                        }
-                        (0..pending.len()).collect()
-                    }
-                };
-                let now = now_ms();
-                for (i, alert) in pending.iter().enumerate() {
-                    if !failed.contains(&i) {
-                        let delay = now.saturating_sub(alert.event.event_ms).max(0) as f64 / 1000.0;
-                        self.metrics.notification_delay_seconds.observe(delay);
-                    }
-                }
-                pending = failed.iter().filter_map(|&i| pending.get(i).copied()).collect();
                 if pending.is_empty() {
                     break;
                 }
-                if attempt == ATTEMPTS {
-                    return Err(format!("{} alerts refused by SNS", pending.len()));
+                let entries = pending.iter().map(|(_, entry)| entry.clone()).collect();
+                let request = self.client.publish_batch().topic_arn(&self.topic_arn);
+                let failed = match request.set_publish_batch_request_entries(Some(entries)).send().await {
+                    Ok(out) => out.failed.unwrap_or_default(),
+                    Err(e) if attempt == ATTEMPTS => {
+                        // Unreachable: this chunk and the rest wait for the next try.
+                        tracing::warn!(error = %aws_sdk_sns::error::DisplayErrorContext(e), "SNS unreachable");
+                        published.unsent.extend(pending.iter().map(|(i, _)| base + i));
+                        published.unsent.extend(base + chunk.len()..alerts.len());
+                        return published;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
+                        continue;
+                    }
+                };
+                let now = now_ms();
+                let failed_ids: Vec<&str> = failed.iter().map(|f| f.id.as_str()).collect();
+                for (i, _) in pending.iter().filter(|(i, _)| !failed_ids.contains(&i.to_string().as_str())) {
+                    let delay = now.saturating_sub(chunk[*i].event.event_ms).max(0) as f64 / 1000.0;
+                    self.metrics.notification_delay_seconds.observe(delay);
                 }
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                let mut retry = Vec::new();
+                for failure in failed {
+                    let Some(at) = pending.iter().position(|(i, _)| i.to_string() == failure.id) else {
+                        continue;
+                    };
+                    let (i, entry) = pending.swap_remove(at);
+                    if failure.sender_fault {
+                        let message = failure.message.unwrap_or_default();
+                        published
+                            .refused
+                            .push((base + i, format!("SNS refused the alert: {} {message}", failure.code)));
+                    } else {
+                        retry.push((i, entry));
+                    }
+                }
+                pending = retry;
+                if !pending.is_empty() && attempt < ATTEMPTS {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
             }
+            published.unsent.extend(pending.iter().map(|(i, _)| base + i));
         }
-        Ok(())
+        published
     }
 
     fn entry(&self, id: usize, alert: &Alert) -> Option<PublishBatchRequestEntry> {
