@@ -13,8 +13,15 @@ use crate::store::snapshot::SourcePosition;
 
 const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-/// Kinesis takes at most 500 records per PutRecords call.
+/// Kinesis takes at most 500 records per PutRecords call ...
 const KINESIS_BATCH: usize = 500;
+/// ... of at most 1 MiB each (data and partition key) and 5 MiB in all.
+const KINESIS_RECORD_BYTES: usize = 1 << 20;
+const KINESIS_REQUEST_BYTES: usize = 5 << 20;
+/// Room left in a record for its partition key (at most 256 characters) and slack.
+const KINESIS_KEY_ROOM: usize = 1024;
+/// A reason longer than this is cut in a letter too large for a Kinesis record.
+const REASON_BYTES_WHEN_CUT: usize = 64 * 1024;
 
 /// `[dead_letters]` in the service config: where letters go besides the journal.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,6 +47,58 @@ pub struct Envelope {
     pub at_ms: i64,
     /// The record's bytes, base64.
     pub raw_base64: String,
+    /// The length of the record's bytes when `raw_base64` holds only their start: a
+    /// letter too large for a Kinesis record is cut to fit (the journal has it whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_cut_from: Option<usize>,
+}
+
+impl Envelope {
+    /// The envelope as one Kinesis record's data, cut to fit one if need be.
+    fn kinesis_data(&self) -> Result<Vec<u8>, String> {
+        let json = |envelope: &Envelope| serde_json::to_vec(envelope).map_err(|e| e.to_string());
+        let data = json(self)?;
+        let limit = KINESIS_RECORD_BYTES - KINESIS_KEY_ROOM;
+        if data.len() <= limit {
+            return Ok(data);
+        }
+        let mut cut = self.clone();
+        if cut.reason.len() > REASON_BYTES_WHEN_CUT {
+            let end = (0..=REASON_BYTES_WHEN_CUT).rev().find(|&i| cut.reason.is_char_boundary(i)).unwrap_or(0);
+            cut.reason.truncate(end);
+        }
+        let padding = self.raw_base64.bytes().rev().take_while(|&b| b == b'=').count();
+        cut.raw_cut_from = Some(self.raw_base64.len() / 4 * 3 - padding);
+        cut.raw_base64.clear();
+        // Base64 needs no escaping, so the room left is exact; whole groups of four
+        // characters keep the start of the bytes valid base64.
+        let keep = limit.saturating_sub(json(&cut)?.len()) / 4 * 4;
+        if keep >= self.raw_base64.len() {
+            // Only the reason had to be cut.
+            (cut.raw_base64, cut.raw_cut_from) = (self.raw_base64.clone(), None);
+        } else {
+            cut.raw_base64 = self.raw_base64[..keep].to_owned();
+        }
+        json(&cut)
+    }
+}
+
+/// Splits records of these sizes into PutRecords calls within Kinesis's limits, in order.
+fn kinesis_requests(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut requests = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, &size) in sizes.iter().enumerate() {
+        let size = size + KINESIS_KEY_ROOM;
+        if i > start && (i - start == KINESIS_BATCH || bytes + size > KINESIS_REQUEST_BYTES) {
+            requests.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        requests.push(start..sizes.len());
+    }
+    requests
 }
 
 impl From<&DeadLetter> for Envelope {
@@ -50,6 +109,7 @@ impl From<&DeadLetter> for Envelope {
             reason: letter.reason.clone(),
             at_ms: letter.at_ms,
             raw_base64: base64::engine::general_purpose::STANDARD.encode(&letter.raw),
+            raw_cut_from: None,
         }
     }
 }
@@ -101,11 +161,16 @@ impl DeadLetterTarget {
     async fn try_send(&self, envelopes: &[Envelope]) -> Result<(), String> {
         match self {
             DeadLetterTarget::Kinesis { client, stream } => {
-                for chunk in envelopes.chunks(KINESIS_BATCH) {
+                let data: Vec<Vec<u8>> = envelopes.iter().map(Envelope::kinesis_data).collect::<Result<_, _>>()?;
+                let sizes: Vec<usize> = data.iter().map(Vec::len).collect();
+                for request in kinesis_requests(&sizes) {
+                    let chunk = &envelopes[request.clone()];
                     let mut entries = Vec::with_capacity(chunk.len());
-                    for envelope in chunk {
-                        let data = serde_json::to_vec(envelope).map_err(|e| e.to_string())?;
+                    for (envelope, data) in chunk.iter().zip(&data[request]) {
                         let key = envelope.source.as_ref().map_or(envelope.origin.clone(), |p| p.shard.clone());
+                        // A partition key has at most 256 characters.
+                        let key: String = key.chars().take(256).collect();
+                        let data = data.clone();
                         entries.push(
                             aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
                                 .partition_key(key)
@@ -155,5 +220,41 @@ impl DeadLetterTarget {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(raw: Vec<u8>, reason: String) -> Envelope {
+        Envelope::from(&DeadLetter { origin: "stream".into(), source: None, raw, reason, at_ms: 1 })
+    }
+
+    #[test]
+    fn a_letter_too_large_for_a_kinesis_record_keeps_the_start_of_its_bytes_and_says_so() {
+        let small = letter(b"{not json".to_vec(), "not valid JSON".into());
+        assert_eq!(small.kinesis_data().expect("data"), serde_json::to_vec(&small).expect("json"));
+        let raw: Vec<u8> = (0..3_000_001u32).map(|i| (i % 251) as u8).collect();
+        let data = letter(raw.clone(), "é".repeat(100_000)).kinesis_data().expect("data");
+        assert!(data.len() <= KINESIS_RECORD_BYTES - KINESIS_KEY_ROOM, "{} bytes", data.len());
+        let cut: Envelope = serde_json::from_slice(&data).expect("an envelope");
+        assert_eq!(cut.raw_cut_from, Some(raw.len()));
+        let start = base64::engine::general_purpose::STANDARD.decode(&cut.raw_base64).expect("valid base64");
+        assert!(start.len() > 700_000 && raw.starts_with(&start), "{} bytes kept", start.len());
+        assert!(cut.reason.len() <= REASON_BYTES_WHEN_CUT && cut.reason.starts_with("éé"));
+    }
+
+    #[test]
+    fn kinesis_requests_stay_within_the_count_and_size_limits_in_order() {
+        assert_eq!(kinesis_requests(&[100; 600]), vec![0..500, 500..600]);
+        let sizes = [900_000; 7];
+        let requests = kinesis_requests(&sizes);
+        assert_eq!(requests, vec![0..5, 5..7]);
+        for request in requests {
+            let bytes: usize = sizes[request].iter().map(|s| s + KINESIS_KEY_ROOM).sum();
+            assert!(bytes <= KINESIS_REQUEST_BYTES);
+        }
+        assert!(kinesis_requests(&[]).is_empty());
     }
 }
