@@ -73,3 +73,24 @@ async fn conditional_put_takes_a_lease_once() {
 
     ddb.delete_table().table_name(&table).send().await.expect("DeleteTable");
 }
+
+#[tokio::test]
+async fn an_item_that_is_not_a_lease_does_not_hide_the_others() {
+    use rcfd::source::kinesis::lease::LeaseTable;
+    let ddb = aws_sdk_dynamodb::Client::new(&servers::aws_config("AWS_ENDPOINT_URL_DYNAMODB").await);
+    let table = servers::unique_name("rcfd-corrupt-leases");
+    let leases = LeaseTable::new(ddb.clone(), table.clone(), "worker-a".into());
+    leases.ensure_table().await.expect("table");
+    let shards = [("shardId-000000000000".to_owned(), Vec::new()), ("shardId-000000000001".to_owned(), Vec::new())];
+    leases.add_missing(&shards, &[]).await.expect("leases");
+    // A hand edit: a counter that is no lease counter.
+    ddb.put_item()
+        .table_name(&table)
+        .item("leaseKey", AttributeValue::S("shardId-000000000001".into()))
+        .item("leaseCounter", AttributeValue::N("-1".into()))
+        .send()
+        .await
+        .expect("PutItem");
+    let listed: Vec<String> = leases.list().await.expect("the other leases").into_iter().map(|l| l.shard).collect();
+    assert_eq!(listed, vec!["shardId-000000000000"]);
+}

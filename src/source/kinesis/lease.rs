@@ -154,7 +154,9 @@ impl LeaseTable {
         Ok(())
     }
 
-    /// Every lease, read consistently.
+    /// Every lease, read consistently. An item that is not a lease (edited by hand,
+    /// written by another tool) is skipped with a warning: failing the whole list
+    /// would stop every shard, not only that one.
     pub async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
         let mut leases = Vec::new();
         let mut start = None;
@@ -169,7 +171,10 @@ impl LeaseTable {
                 .await
                 .map_err(|e| self.failed(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
             for item in page.items.unwrap_or_default() {
-                leases.push(parse(&item)?);
+                match parse(&item) {
+                    Ok(lease) => leases.push(lease),
+                    Err(e) => tracing::warn!(table = %self.table, error = %e, "skipping an item of the lease table"),
+                }
             }
             start = page.last_evaluated_key;
             if start.is_none() {
