@@ -12,6 +12,10 @@ use crate::store::snapshot::{ModelKey, Snapshot, SnapshotStore, SourcePosition, 
 /// Records may arrive this much older than their entity's latest event (ms) and still
 /// be scored; older ones are rejected (and dead-lettered by the caller).
 pub const DEFAULT_MAX_LATENESS_MS: i64 = 60_000;
+/// Records may carry an event time this far ahead of the clock (ms); further ones are
+/// rejected. One record in microseconds, or from a clock years ahead, would otherwise
+/// become its entity's latest event and make every later record of it late.
+pub const DEFAULT_MAX_FUTURE_MS: i64 = 24 * 3_600_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -28,6 +32,8 @@ pub enum RegistryError {
     Lent { detector: String, entity: String },
     #[error("event time {event_ms} ms is {late_ms} ms before {entity}'s latest event; at most {max_ms} ms is allowed")]
     Late { entity: String, event_ms: i64, late_ms: i64, max_ms: i64 },
+    #[error("event time {event_ms} ms is {ahead_ms} ms ahead of this machine's clock; at most {max_ms} ms is allowed (models.max_future_ms; a time in microseconds?)")]
+    Future { event_ms: i64, ahead_ms: i64, max_ms: i64 },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -96,8 +102,12 @@ impl Resident {
         event_ms: i64,
         values: &[f64],
         position: Option<&SourcePosition>,
-        max_lateness_ms: i64,
+        (max_lateness_ms, max_future_ms): (i64, i64),
     ) -> Result<Processed, RegistryError> {
+        let ahead_ms = event_ms.saturating_sub(crate::event::now_ms());
+        if ahead_ms > max_future_ms {
+            return Err(RegistryError::Future { event_ms, ahead_ms, max_ms: max_future_ms });
+        }
         if let Some(position) = position {
             if self.positions.iter().any(|learned| position.is_at_or_before(learned)) {
                 // A snapshot (an eviction) can be durable before the sinks have the
@@ -146,7 +156,8 @@ pub struct Lent {
     resident: Resident,
     /// The detector as it was when the model was lent.
     detector: Arc<Detector>,
-    max_lateness_ms: i64,
+    /// The registry's (max_lateness_ms, max_future_ms).
+    bounds: (i64, i64),
 }
 
 impl Lent {
@@ -165,7 +176,7 @@ impl Lent {
         values: &[f64],
         position: Option<&SourcePosition>,
     ) -> Result<Processed, RegistryError> {
-        self.resident.process(&self.key, event_ms, values, position, self.max_lateness_ms)
+        self.resident.process(&self.key, event_ms, values, position, self.bounds)
     }
 }
 
@@ -183,6 +194,7 @@ pub struct Registry {
     clock: u64,
     capacity: usize,
     max_lateness_ms: i64,
+    max_future_ms: i64,
     store: Arc<dyn SnapshotStore>,
     stats: RegistryStats,
 }
@@ -198,6 +210,7 @@ impl Registry {
             clock: 0,
             capacity: capacity.max(1),
             max_lateness_ms: DEFAULT_MAX_LATENESS_MS,
+            max_future_ms: DEFAULT_MAX_FUTURE_MS,
             store,
             stats: RegistryStats::default(),
         }
@@ -205,6 +218,11 @@ impl Registry {
 
     pub fn with_max_lateness_ms(mut self, max_lateness_ms: i64) -> Self {
         self.max_lateness_ms = max_lateness_ms;
+        self
+    }
+
+    pub fn with_max_future_ms(mut self, max_future_ms: i64) -> Self {
+        self.max_future_ms = max_future_ms;
         self
     }
 
@@ -260,9 +278,9 @@ impl Registry {
         position: Option<&SourcePosition>,
     ) -> Result<Processed, RegistryError> {
         let key = self.touch(detector, entity)?;
-        let max_lateness_ms = self.max_lateness_ms;
+        let bounds = (self.max_lateness_ms, self.max_future_ms);
         let resident = self.models.get_mut(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
-        resident.process(&key, event_ms, values, position, max_lateness_ms)
+        resident.process(&key, event_ms, values, position, bounds)
     }
 
     /// Makes the model of `entity` resident (created or restored) and its most recent.
@@ -301,7 +319,7 @@ impl Registry {
         let resident = self.models.remove(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
         self.recency.remove(&resident.last_used);
         self.lent.entry(key.detector.clone()).or_default().insert(key.entity.clone(), resident.memory_bytes);
-        Ok(Lent { key, resident, detector: shared, max_lateness_ms: self.max_lateness_ms })
+        Ok(Lent { key, resident, detector: shared, bounds: (self.max_lateness_ms, self.max_future_ms) })
     }
 
     /// Returns a model from [`Registry::lend`]; if more models were lent than the
@@ -650,6 +668,14 @@ mod tests {
         // Extreme times are input too: late by more than i64 holds, not an overflow.
         let late = registry.process("iot", "a", i64::MIN, &[1.0], None).expect_err("too late");
         assert!(matches!(late, RegistryError::Late { late_ms: i64::MAX, .. }), "{late:?}");
+        // A time in microseconds is refused, and does not make the next records late.
+        let now = crate::event::now_ms();
+        let ahead = registry.process("iot", "b", now * 1_000, &[1.0], None).expect_err("ahead");
+        assert!(ahead.to_string().contains("ahead of this machine's clock"), "{ahead}");
+        registry.process("iot", "b", now, &[1.0], None).expect("a record of now is not late");
+        registry.process("iot", "b", now + 3_600_000, &[1.0], None).expect("an hour ahead is within a day");
+        let ahead = registry.process("iot", "b", i64::MAX, &[1.0], None).expect_err("ahead");
+        assert!(matches!(ahead, RegistryError::Future { max_ms: DEFAULT_MAX_FUTURE_MS, .. }), "{ahead:?}");
         let _ = std::fs::remove_file(path);
     }
 }

@@ -147,6 +147,10 @@ pub struct ModelsConfig {
     /// How much older than its entity's latest record (ms) a record may be and still
     /// be scored; older ones are dead-lettered.
     pub max_lateness_ms: i64,
+    /// How far ahead of this machine's clock (ms) a record's event time may be and still
+    /// be scored; further ones are dead-lettered (a time in microseconds would otherwise
+    /// make every later record of its entity late).
+    pub max_future_ms: i64,
     /// Threads a batch is scored on; 0: one per CPU core. A batch's models are split
     /// over them by their number of records (each entity's records stay in order on
     /// one thread).
@@ -169,6 +173,7 @@ impl Default for ModelsConfig {
             detectors: Vec::new(),
             max_resident: DEFAULT_MAX_RESIDENT_MODELS,
             max_lateness_ms: crate::detector::registry::DEFAULT_MAX_LATENESS_MS,
+            max_future_ms: crate::detector::registry::DEFAULT_MAX_FUTURE_MS,
             scoring_threads: 0,
         }
     }
@@ -321,6 +326,9 @@ impl Config {
         }
         if self.models.max_lateness_ms < 0 {
             return Err(error("models.max_lateness_ms", self.models.max_lateness_ms, "0 or more"));
+        }
+        if self.models.max_future_ms < 0 {
+            return Err(error("models.max_future_ms", self.models.max_future_ms, "0 or more"));
         }
         let sim = &self.simulator;
         if sim.enabled {

@@ -122,7 +122,8 @@ pub async fn run(
     let builtin = if cfg.simulator.enabled { vec![simulator::DETECTOR_TOML] } else { Vec::new() };
     let (catalog, detectors) = Catalog::load(&cfg.models.detectors, &builtin, store.clone())?;
     let registry = Registry::new(detectors, cfg.models.max_resident, store.clone())
-        .with_max_lateness_ms(cfg.models.max_lateness_ms);
+        .with_max_lateness_ms(cfg.models.max_lateness_ms)
+        .with_max_future_ms(cfg.models.max_future_ms);
     let metrics = Arc::new(Metrics::default());
     let (deliveries, queued) = queue::queue(queue::DEFAULT_CAPACITY);
     let scorer = Arc::new(Scorer::new(registry, cfg.models.scoring_threads(), metrics.clone(), deliveries));

@@ -41,6 +41,8 @@ pub enum RecordError {
     Infinite { name: String, value: f64 },
     #[error("event_time_ms: {0}")]
     Late(String),
+    #[error("event_time_ms: {0}")]
+    Future(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -55,6 +57,7 @@ impl RecordError {
             RecordError::MissingFeature { .. } => "missing_feature",
             RecordError::Infinite { .. } => "infinite_value",
             RecordError::Late(_) => "late",
+            RecordError::Future(_) => "future",
             RecordError::Internal(_) => "internal",
         }
     }
@@ -66,6 +69,7 @@ impl From<RegistryError> for RecordError {
             RegistryError::UnknownDetector(name) => RecordError::UnknownDetector(name),
             RegistryError::EmptyEntity => RecordError::EmptyEntity,
             RegistryError::Late { .. } => RecordError::Late(e.to_string()),
+            RegistryError::Future { .. } => RecordError::Future(e.to_string()),
             other => RecordError::Internal(other.to_string()),
         }
     }

@@ -133,7 +133,7 @@ async fn batches_are_scored_in_order_anomalies_rank_first_and_bad_records_fail_a
     assert!((10.0..=20.0).contains(&spike.expected_values["iotValue"]), "{spike:?}");
 
     // One bad record fails alone, with a message naming the field.
-    let t = 1_800_000_000_000;
+    let t = 1_700_010_000_000;
     let mixed = vec![
         record("sensor", "DemoSensor", t, &[("iotValue", 15.0)]),
         record("sensor", "DemoSensor", t + 1, &[("iotValue", f64::INFINITY)]),

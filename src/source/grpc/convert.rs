@@ -58,7 +58,7 @@ pub fn record_code(e: &RecordError) -> (Code, &'static str) {
         | RecordError::UnknownFeature { .. }
         | RecordError::MissingFeature { .. }
         | RecordError::Infinite { .. } => (Code::InvalidArgument, "INVALID_ARGUMENT"),
-        RecordError::Late(_) => (Code::OutOfRange, "OUT_OF_RANGE"),
+        RecordError::Late(_) | RecordError::Future(_) => (Code::OutOfRange, "OUT_OF_RANGE"),
         RecordError::Internal(_) => (Code::Internal, "INTERNAL"),
     }
 }
@@ -80,7 +80,7 @@ pub fn registry_status(e: RegistryError) -> Status {
         RegistryError::UnknownDetector(_) | RegistryError::UnknownModel { .. } => Status::not_found(message),
         RegistryError::DetectorExists(_) => Status::already_exists(message),
         RegistryError::EmptyEntity => Status::invalid_argument(format!("entity: {message}")),
-        RegistryError::Late { .. } => Status::out_of_range(message),
+        RegistryError::Late { .. } | RegistryError::Future { .. } => Status::out_of_range(message),
         RegistryError::Model(_) => Status::invalid_argument(format!("snapshot: {message}")),
         RegistryError::Store(_) => Status::internal(message),
         // The API waits for lent models; this would be a bug, and retrying is safe.
