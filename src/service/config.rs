@@ -4,7 +4,8 @@
 //!
 //! Environment overrides: `RCFD_<SECTION>__<FIELD>`, e.g. `RCFD_GRPC__LISTEN=0.0.0.0:50051`
 //! or `RCFD_AUTH__TOKEN=...`. The value is read as a TOML value (number, boolean,
-//! array) and otherwise taken as a string. Variables without `__` are not overrides.
+//! array) and otherwise taken as a string; where its field wants a string, it is one
+//! (a token `true` stays text). Variables without `__` are not overrides.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -242,21 +243,42 @@ impl Config {
             let at = e.span().map_or_else(|| "config".to_owned(), |s| format!("config at byte {}", s.start));
             ConfigError { field: at, value: String::new(), allowed: e.message().to_owned() }
         })?;
+        // Overrides read as something other than a string, in case their field wants one.
+        let mut typed: Vec<(String, Vec<String>, String)> = Vec::new();
         for (name, raw) in env {
             let Some(path) = name.strip_prefix(ENV_PREFIX).filter(|p| p.contains("__")) else {
                 continue;
             };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-            set_path(&mut root, &keys, parse_env_value(&raw)).map_err(|allowed| error(&name, &raw, allowed))?;
+            let value = parse_env_value(&raw);
+            if !value.is_str() {
+                typed.push((keys.join("."), keys.clone(), raw.clone()));
+            }
+            set_path(&mut root, &keys, value).map_err(|allowed| error(&name, &raw, allowed))?;
         }
-        serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
-            let field = e.path().to_string();
-            ConfigError {
+        loop {
+            let error = match serde_path_to_error::deserialize(toml::Value::Table(root.clone())) {
+                Ok(config) => return Ok(config),
+                Err(e) => e,
+            };
+            let field = error.path().to_string();
+            // A token or password that reads as `true` or `123` is still text where a
+            // string is wanted: the field's type decides, so try it as the string.
+            if let Some(at) = typed.iter().position(|(path, _, _)| *path == field) {
+                let (_, keys, raw) = typed.swap_remove(at);
+                set_path(&mut root, &keys, toml::Value::String(raw)).map_err(|allowed| ConfigError {
+                    field: field.clone(),
+                    value: String::new(),
+                    allowed,
+                })?;
+                continue;
+            }
+            return Err(ConfigError {
                 field: if field == "." { "config".into() } else { field },
                 value: String::new(),
-                allowed: e.into_inner().message().to_owned(),
-            }
-        })
+                allowed: error.into_inner().message().to_owned(),
+            });
+        }
     }
 
     /// Checks every field; pure (files named here are read by `run`).
@@ -442,6 +464,22 @@ mod tests {
         assert_eq!(config.grpc.listen, "127.0.0.1:2");
         assert_eq!(config.grpc.max_batch_records, 50);
         assert!(config.simulator.enabled);
+        // Secrets that read as TOML numbers or booleans stay the text they are.
+        let config = Config::from_toml_with_env(
+            "",
+            env(&[
+                ("RCFD_AUTH__TOKEN", "true"),
+                ("RCFD_SNS__TOPIC_ARN", "12345678901234567"),
+                ("RCFD_GRPC__LISTEN", "nan"),
+            ]),
+        )
+        .expect("parses");
+        assert_eq!(config.auth.token.as_deref(), Some("true"));
+        assert_eq!(config.sns.topic_arn.as_deref(), Some("12345678901234567"));
+        assert_eq!(config.grpc.listen, "nan");
+        // A number field still wants a number.
+        let typed = Config::from_toml_with_env("", env(&[("RCFD_GRPC__MAX_BATCH_RECORDS", "true")])).expect_err("type");
+        assert_eq!(typed.field, "grpc.max_batch_records");
     }
 
     #[test]
