@@ -177,7 +177,10 @@ launch_opensearch() {
     # pick a free one ourselves and check that it is the one that answers.
     port="$(free_port 9200 9299)" || die "no free port in 9200..9299 for OpenSearch"
     mkdir -p "$base/node_1/config"
-    printf 'discovery.type: single-node\nnetwork.host: 127.0.0.1\n' > "$base/node_1/config/opensearch.yml"
+    # No disk watermarks: on a disk over 90% full (this machine's build caches) OpenSearch
+    # blocks index creation, and the tests would fail for the machine, not for rcfd.
+    printf 'discovery.type: single-node\nnetwork.host: 127.0.0.1\ncluster.routing.allocation.disk.threshold_enabled: false\n' \
+        > "$base/node_1/config/opensearch.yml"
     java -Xms512m -Xmx1g -cp "$CACHE/opensearch/lib/*" org.codelibs.opensearch.runner.OpenSearchRunner \
         -basePath "$base" -numOfNode 1 -baseHttpPort $((port - 1)) -clusterName rcfd-test \
         > "$RUN_DIR/opensearch.log" 2>&1 &

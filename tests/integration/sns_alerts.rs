@@ -22,6 +22,30 @@ fn readings_with_a_spike(entity: &str, start: i64) -> Vec<proto::Record> {
         .collect()
 }
 
+/// The `entity` attribute of every alert `queue` receives, polled until `enough`.
+async fn alerted_entities(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    what: &str,
+    enough: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    poll_until(what, Duration::from_secs(30), || {
+        let (sqs, queue, got, enough) = (sqs.clone(), queue.to_owned(), received.clone(), &enough);
+        async move {
+            let batch = sqs.receive_message().queue_url(&queue).max_number_of_messages(10).send().await.ok()?;
+            let mut got = got.lock().ok()?;
+            for message in batch.messages.unwrap_or_default() {
+                let envelope: serde_json::Value = serde_json::from_str(message.body.as_deref().unwrap_or("")).ok()?;
+                got.push(envelope["MessageAttributes"]["entity"]["Value"].as_str().unwrap_or("").to_owned());
+            }
+            enough(&got).then_some(())
+        }
+    })
+    .await;
+    received.lock().map(|e| e.clone()).unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_wait_in_the_store_while_sns_is_down_and_none_is_lost() {
     let aws = aws_config("AWS_ENDPOINT_URL_SNS").await;
@@ -69,23 +93,7 @@ async fn alerts_wait_in_the_store_while_sns_is_down_and_none_is_lost() {
         .await
         .expect("scored");
 
-    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    poll_until("the spooled alerts and the new one", Duration::from_secs(30), || {
-        let (sqs, queue, got) = (sqs.clone(), queue.clone(), received.clone());
-        async move {
-            let batch = sqs.receive_message().queue_url(&queue).max_number_of_messages(10).send().await.ok()?;
-            for message in batch.messages.unwrap_or_default() {
-                let envelope: serde_json::Value = serde_json::from_str(message.body.as_deref().unwrap_or("")).ok()?;
-                got.lock()
-                    .ok()?
-                    .push(envelope["MessageAttributes"]["entity"]["Value"].as_str().unwrap_or("").to_owned());
-            }
-            let count = got.lock().ok()?.len();
-            (count >= 3).then_some(())
-        }
-    })
-    .await;
-    let mut entities = received.lock().map(|e| e.clone()).unwrap_or_default();
+    let mut entities = alerted_entities(&sqs, &queue, "the spooled alerts and the new one", |got| got.len() >= 3).await;
     entities.sort();
     assert_eq!(entities, vec!["pump-1", "pump-2", "pump-3"], "no alert lost in the outage, none twice");
     service.stop().await;
@@ -125,21 +133,8 @@ async fn an_alert_sns_refuses_for_good_is_a_dead_letter_and_the_others_still_go_
             scoring.score(proto::ScoreRequest { records: chunk.to_vec() }).await.expect("scored");
         }
     }
-    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    poll_until("the other entity's alert", Duration::from_secs(30), || {
-        let (sqs, queue, got) = (sqs.clone(), queue.clone(), received.clone());
-        async move {
-            let batch = sqs.receive_message().queue_url(&queue).max_number_of_messages(10).send().await.ok()?;
-            for message in batch.messages.unwrap_or_default() {
-                let envelope: serde_json::Value = serde_json::from_str(message.body.as_deref().unwrap_or("")).ok()?;
-                got.lock()
-                    .ok()?
-                    .push(envelope["MessageAttributes"]["entity"]["Value"].as_str().unwrap_or("").to_owned());
-            }
-            got.lock().ok()?.contains(&"pump-ok".to_owned()).then_some(())
-        }
-    })
-    .await;
+    let received =
+        alerted_entities(&sqs, &queue, "the other entity's alert", |got| got.contains(&"pump-ok".to_owned())).await;
     // The spool retries a few times meanwhile: a refused alert must not block it or
     // come back.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -148,7 +143,7 @@ async fn an_alert_sns_refuses_for_good_is_a_dead_letter_and_the_others_still_go_
     let spooled = m.get("rcfd_errors_total{stage=\"sns\",error_type=\"spooled\"}").copied().unwrap_or(0.0);
     service.stop().await;
     assert_eq!((refused, spooled), (1.0, 0.0), "one alert refused, none spooled");
-    assert_eq!(*received.lock().expect("lock"), vec!["pump-ok".to_owned()], "the other alert, once");
+    assert_eq!(received, vec!["pump-ok".to_owned()], "the other alert, once");
     let journal = rcfd::store::embedded::EmbeddedStore::open(&store).expect("store");
     let letters: Vec<_> =
         journal.recent_dead_letters(10).expect("letters").into_iter().filter(|l| l.origin == "sns").collect();
