@@ -144,6 +144,7 @@ impl SnsSink {
             refused.extend(published.refused.into_iter().map(|(i, reason)| (old[i].clone(), reason)));
             if !published.unsent.is_empty() {
                 self.spool(&due);
+                self.count_refused(&refused);
                 return refused;
             }
         }
@@ -154,10 +155,15 @@ impl SnsSink {
             self.spool(&unsent);
         }
         refused.extend(published.refused.into_iter().map(|(i, reason)| (due[i].clone(), reason)));
+        self.count_refused(&refused);
+        refused
+    }
+
+    fn count_refused(&self, refused: &[(Alert, String)]) {
         if !refused.is_empty() {
+            tracing::warn!(count = refused.len(), "SNS refused alerts for good; they go to the dead letters");
             self.metrics.errors("sns", "refused", refused.len());
         }
-        refused
     }
 
     fn spool(&self, alerts: &[Alert]) {
