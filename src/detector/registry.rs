@@ -17,6 +17,23 @@ pub const DEFAULT_MAX_LATENESS_MS: i64 = 60_000;
 /// become its entity's latest event and make every later record of it late.
 pub const DEFAULT_MAX_FUTURE_MS: i64 = 24 * 3_600_000;
 
+/// Which event times a record may have: at most `max_lateness_ms` before its entity's
+/// latest, and not after `until_ms` (the clock when the bounds were taken, plus
+/// `max_future_ms`).
+#[derive(Debug, Clone, Copy)]
+struct TimeBounds {
+    max_lateness_ms: i64,
+    max_future_ms: i64,
+    until_ms: i64,
+}
+
+impl TimeBounds {
+    fn now(max_lateness_ms: i64, max_future_ms: i64) -> Self {
+        let until_ms = crate::event::now_ms().saturating_add(max_future_ms);
+        TimeBounds { max_lateness_ms, max_future_ms, until_ms }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("unknown detector `{0}`")]
@@ -102,10 +119,11 @@ impl Resident {
         event_ms: i64,
         values: &[f64],
         position: Option<&SourcePosition>,
-        (max_lateness_ms, max_future_ms): (i64, i64),
+        bounds: TimeBounds,
     ) -> Result<Processed, RegistryError> {
-        let ahead_ms = event_ms.saturating_sub(crate::event::now_ms());
-        if ahead_ms > max_future_ms {
+        let TimeBounds { max_lateness_ms, max_future_ms, until_ms } = bounds;
+        if event_ms > until_ms {
+            let ahead_ms = event_ms.saturating_sub(until_ms.saturating_sub(max_future_ms));
             return Err(RegistryError::Future { event_ms, ahead_ms, max_ms: max_future_ms });
         }
         if let Some(position) = position {
@@ -156,8 +174,9 @@ pub struct Lent {
     resident: Resident,
     /// The detector as it was when the model was lent.
     detector: Arc<Detector>,
-    /// The registry's (max_lateness_ms, max_future_ms).
-    bounds: (i64, i64),
+    /// The registry's bounds on event times as of the lending: a batch takes
+    /// milliseconds, and reading the clock per record would cost more than the check.
+    bounds: TimeBounds,
 }
 
 impl Lent {
@@ -278,7 +297,7 @@ impl Registry {
         position: Option<&SourcePosition>,
     ) -> Result<Processed, RegistryError> {
         let key = self.touch(detector, entity)?;
-        let bounds = (self.max_lateness_ms, self.max_future_ms);
+        let bounds = TimeBounds::now(self.max_lateness_ms, self.max_future_ms);
         let resident = self.models.get_mut(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
         resident.process(&key, event_ms, values, position, bounds)
     }
@@ -319,7 +338,8 @@ impl Registry {
         let resident = self.models.remove(&key).ok_or(RegistryError::UnknownDetector(detector.to_owned()))?;
         self.recency.remove(&resident.last_used);
         self.lent.entry(key.detector.clone()).or_default().insert(key.entity.clone(), resident.memory_bytes);
-        Ok(Lent { key, resident, detector: shared, bounds: (self.max_lateness_ms, self.max_future_ms) })
+        let bounds = TimeBounds::now(self.max_lateness_ms, self.max_future_ms);
+        Ok(Lent { key, resident, detector: shared, bounds })
     }
 
     /// Returns a model from [`Registry::lend`]; if more models were lent than the
