@@ -213,14 +213,15 @@ impl SnsSink {
                     }
                 };
                 let now = now_ms();
-                let failed_ids: Vec<&str> = failed.iter().map(|f| f.id.as_str()).collect();
-                for (i, _) in pending.iter().filter(|(i, _)| !failed_ids.contains(&i.to_string().as_str())) {
+                // Entry ids are the alerts' indices in the chunk.
+                let failed_at: Vec<Option<usize>> = failed.iter().map(|f| f.id.parse().ok()).collect();
+                for (i, _) in pending.iter().filter(|(i, _)| !failed_at.contains(&Some(*i))) {
                     let delay = now.saturating_sub(chunk[*i].event.event_ms).max(0) as f64 / 1000.0;
                     self.metrics.notification_delay_seconds.observe(delay);
                 }
                 let mut retry = Vec::new();
-                for failure in failed {
-                    let Some(at) = pending.iter().position(|(i, _)| i.to_string() == failure.id) else {
+                for (failure, failed_at) in failed.into_iter().zip(failed_at) {
+                    let Some(at) = pending.iter().position(|(i, _)| Some(*i) == failed_at) else {
                         continue;
                     };
                     let (i, entry) = pending.swap_remove(at);
