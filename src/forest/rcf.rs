@@ -96,7 +96,9 @@ impl Forest {
 
     pub fn from_params(params: ForestParams) -> Self {
         let mut seeds = Rng::new(params.seed);
-        let trees = (0..params.trees).map(|_| Tree::new(params.sample_size, seeds.next_u64())).collect();
+        let one_dimensional = params.dimensions == 1;
+        let trees =
+            (0..params.trees).map(|_| Tree::new(params.sample_size, seeds.next_u64(), one_dimensional)).collect();
         Forest {
             store: PointStore::new(params.features, params.shingle_size),
             scratch: (0..params.threads).map(|_| Scratch::new(params.dimensions)).collect(),
@@ -327,6 +329,7 @@ impl Forest {
         let mut scores = std::mem::take(&mut scratch.scores);
         scores.clear();
         for (g, group) in self.trees.chunks(LANES).enumerate() {
+            let ranks = Tree::ranks(group, x).filter(|_| ready);
             let together = descends_together(group).filter(|_| ready);
             if let Some(group) = together {
                 Tree::descend_lanes(group, x, &mut scratch);
@@ -334,7 +337,9 @@ impl Forest {
             for (lane, tree) in group.iter().enumerate() {
                 let accepts = tree.accepts(t, sample_size);
                 let Scratch { descent, lanes, lo, hi, .. } = &mut scratch;
-                let (score, placement) = if together.is_some() {
+                let (score, placement) = if let (Some(ranks), false) = (ranks, accepts) {
+                    (Some(tree.score_ranked(x[0], ranks[lane], &self.store)), None)
+                } else if together.is_some() {
                     tree.prepare_descended(x, ready, accepts, &self.store, &lanes[lane], lo, hi)
                 } else {
                     tree.prepare(x, ready, accepts, &self.store, descent, lo, hi)
@@ -477,6 +482,8 @@ impl Forest {
             .deserialize(body)
             .map_err(|e| ForestError::Snapshot(e.to_string()))?;
         forest.check_restored()?;
+        let Forest { trees, store, params, .. } = &mut forest;
+        trees.iter_mut().for_each(|tree| tree.rebuild(params.dimensions == 1, store));
         forest.scratch = (0..forest.params.threads).map(|_| Scratch::new(forest.params.dimensions)).collect();
         forest.block = Vec::with_capacity(BLOCK * forest.params.features);
         forest.block_points = Vec::with_capacity(BLOCK);
@@ -532,6 +539,16 @@ fn learn_trees(
             for (point, sum) in points.iter().zip(sums.iter_mut()) {
                 let (t, reference) = (point.t, point.reference);
                 let x = store.point(reference);
+                if let Some(ranks) = Tree::ranks(group, x).filter(|_| point.scored) {
+                    for (tree, r) in group.iter_mut().zip(ranks) {
+                        *sum += if tree.accepts(t, params.sample_size) {
+                            tree.learn(t, x, reference, true, params, store, scratch).unwrap_or(0.0)
+                        } else {
+                            tree.score_ranked(x[0], r, store)
+                        };
+                    }
+                    continue;
+                }
                 if let Some(together) = descends_together(group).filter(|_| point.scored) {
                     Tree::descend_lanes(together, x, scratch);
                     for (lane, tree) in group.iter_mut().enumerate() {
@@ -553,5 +570,6 @@ fn learn_trees(
 /// (nearly) empty. Only for a scored point, which every tree descends; a point that is
 /// not scored is descended only by the few trees that keep it, one by one.
 fn descends_together(trees: &[Tree]) -> Option<&[Tree; LANES]> {
-    <&[Tree; LANES]>::try_from(trees).ok().filter(|trees| trees.iter().all(|t| t.mass() > 1))
+    // One-dimensional trees that only score a point need no descent (`Tree::score_sorted`).
+    <&[Tree; LANES]>::try_from(trees).ok().filter(|trees| trees.iter().all(|t| t.mass() > 1 && !t.one_dimensional()))
 }

@@ -108,14 +108,14 @@ proptest! {
 
     /// Inserting a point and deleting it again restores the tree exactly.
     #[test]
-    fn delete_undoes_insert(seed in any::<u64>(), n in 1usize..60, levels in 1u32..20) {
-        let mut store = PointStore::new(2, 1);
-        let mut tree = Tree::new(64, seed);
+    fn delete_undoes_insert(seed in any::<u64>(), n in 1usize..60, levels in 1u32..20, dims in 1usize..=2) {
+        let mut store = PointStore::new(dims, 1);
+        let mut tree = Tree::new(64, seed, dims == 1);
         let mut rng = Rng::new(seed);
-        let mut scratch = Scratch::new(2);
+        let mut scratch = Scratch::new(dims);
         for i in 0..=n {
             let p = [(rng.next_u64() % u64::from(levels)) as f32, (rng.next_u64() % 7) as f32];
-            store.push(&p);
+            store.push(&p[..dims]);
             let x = store.point(i as u32).to_vec();
             let mut draw = rng.clone();
             let mut descent = scratch.descent.clone();
@@ -145,7 +145,7 @@ fn eviction_takes_the_largest_key_and_keeps_every_other_sample_with_its_key() {
     // Few distinct values, so most leaves sit in long runs of duplicates, where the
     // evicted leaf trades places with the run's last one.
     let mut store = PointStore::new(1, 1);
-    let mut tree = Tree::new(200, 3);
+    let mut tree = Tree::new(200, 3, true);
     let mut rng = Rng::new(11);
     let mut scratch = Scratch::new(1);
     for i in 0..200u32 {
@@ -461,28 +461,52 @@ fn judging_between_scoring_and_learning_changes_nothing() {
 
 #[test]
 fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
-    // Trees that only score take the one-dimensional shortcut; trees that also place
-    // the point take the general walk. Both must give the same score.
-    let (values, _) = seed_scenario(3_000, 17);
-    let mut f = forest(1, 1, 20, 64, 5);
+    // Trees that only score take a shortcut (the search over the cuts and the
+    // one-dimensional walk, or the walk after a descent); trees that also place the
+    // point take the general walk. All must give the same score. Integer values make
+    // long runs of duplicates; the signed reals hold both zeros.
+    let (integers, _) = seed_scenario(3_000, 17);
     let mut rng = Rng::new(23);
-    let mut scratch = Scratch::new(1);
-    for (i, &v) in values.iter().enumerate() {
-        // Points on samples (duplicates), between them and outside the range.
-        let probes = [v, v + 0.5, 150.0 * rng.next_f64() as f32 - 20.0];
-        for x in probes.map(|p| [p]) {
-            for tree in &f.trees {
-                if tree.mass() == 0 {
-                    continue;
+    let reals: Vec<f32> = (0..3_000)
+        .map(|i| match i % 50 {
+            0 => 0.0,
+            25 => -0.0,
+            _ => (rng.next_f64() * 40.0 - 20.0) as f32,
+        })
+        .collect();
+    for values in [integers, reals] {
+        let mut f = forest(1, 1, 20, 64, 5);
+        let mut scratch = Scratch::new(1);
+        for (i, &v) in values.iter().enumerate() {
+            // Points on samples (duplicates), between them and outside the range.
+            let probes = [v, -v, v + 0.5, 150.0 * rng.next_f64() as f32 - 20.0];
+            for x in probes.map(|p| [p]) {
+                for tree in &f.trees {
+                    if tree.mass() == 0 {
+                        continue;
+                    }
+                    let Scratch { descent, lo, hi, .. } = &mut scratch;
+                    tree.descend(&x, descent);
+                    let walked = tree.walk(&x, &f.store, descent, lo, hi, None).0;
+                    let general = tree.walk(&x, &f.store, descent, lo, hi, Some(&mut rng.clone())).0;
+                    let searched = tree.score_sorted(x[0], &f.store);
+                    assert_eq!(walked.to_bits(), general.to_bits(), "point {i}, probe {x:?}");
+                    assert_eq!(searched.to_bits(), general.to_bits(), "point {i}, probe {x:?}");
                 }
-                let Scratch { descent, lo, hi, .. } = &mut scratch;
-                tree.descend(&x, descent);
-                let shortcut = tree.walk(&x, &f.store, descent, lo, hi, None).0;
-                let general = tree.walk(&x, &f.store, descent, lo, hi, Some(&mut rng.clone())).0;
-                assert_eq!(shortcut.to_bits(), general.to_bits(), "point {i}, probe {x:?}");
+                for group in f.trees.chunks(LANES) {
+                    for (tree, r) in group.iter().zip(Tree::ranks(group, &x).into_iter().flatten()) {
+                        let searched = tree.score_sorted(x[0], &f.store);
+                        assert_eq!(tree.score_ranked(x[0], r, &f.store).to_bits(), searched.to_bits(), "point {i}");
+                    }
+                }
+            }
+            f.update(&[v]).expect("update");
+            if i % 500 == 0 {
+                for tree in &f.trees {
+                    assert_eq!(tree.check(&f.store, 64), Ok(()), "point {i}");
+                }
             }
         }
-        f.update(&[v]).expect("update");
     }
 }
 

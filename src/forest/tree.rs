@@ -123,6 +123,16 @@ pub(crate) struct Tree {
     /// The time the keys are measured from (see `sampler`).
     pub(crate) key_epoch: u64,
     pub(crate) rng: Rng,
+    /// Whether points have one dimension, so that [`Tree::score_sorted`] can score
+    /// them; set again on restore.
+    #[serde(skip)]
+    one_dimensional: bool,
+    /// In a one-dimensional tree, the level of each node by gap, its depth + 1 (the
+    /// root's is 1), framed by a 0 at each end, so that a scan for a shallower node
+    /// stops at the ends without a bounds test; empty otherwise. Not in snapshots:
+    /// rebuilt on restore.
+    #[serde(skip)]
+    levels: Vec<u16>,
 }
 
 /// An internal node on the path from the root to a leaf, and the leaves below it.
@@ -304,7 +314,12 @@ fn same_point(a: &[f32], b: &[f32]) -> bool {
 }
 
 impl Tree {
-    pub(crate) fn new(sample_size: usize, seed: u64) -> Self {
+    pub(crate) fn new(sample_size: usize, seed: u64, one_dimensional: bool) -> Self {
+        let mut levels = Vec::new();
+        if one_dimensional {
+            levels.reserve(sample_size + 2);
+            levels.extend([0, 0]);
+        }
         Tree {
             leaves: Vec::with_capacity(sample_size + 1),
             keys: Vec::with_capacity(sample_size + 1),
@@ -314,7 +329,42 @@ impl Tree {
             next_accept: 0,
             key_epoch: 0,
             rng: Rng::new(seed),
+            one_dimensional,
+            levels,
         }
+    }
+
+    /// Rebuilds what snapshots leave out, for a tree that passed [`Tree::is_consistent`]:
+    /// in a one-dimensional tree the nodes' levels, and the cut of each duplicate node,
+    /// which [`Tree::score_sorted`] reads as its run's value (older snapshots hold 0).
+    pub(crate) fn rebuild(&mut self, one_dimensional: bool, store: &PointStore) {
+        self.one_dimensional = one_dimensional;
+        self.levels.clear();
+        if !one_dimensional {
+            return;
+        }
+        let gaps = self.nodes.len();
+        self.levels.resize(gaps + 2, 0);
+        let mut stack = if gaps > 0 { vec![(self.root as usize, 1u16)] } else { Vec::new() };
+        while let Some((gap, level)) = stack.pop() {
+            self.levels[gap + 1] = level;
+            let node = self.nodes[gap];
+            if node.left() != 0 {
+                stack.push((gap - node.left(), level + 1));
+            }
+            if node.right() != 0 {
+                stack.push((gap + node.right(), level + 1));
+            }
+        }
+        for gap in 0..gaps {
+            if self.nodes[gap].dim() == DUPLICATE {
+                self.nodes[gap].cut = ordered(store.point(self.leaves[gap])[0]);
+            }
+        }
+    }
+
+    pub(crate) fn one_dimensional(&self) -> bool {
+        self.one_dimensional
     }
 
     pub(crate) fn mass(&self) -> usize {
@@ -554,6 +604,9 @@ impl Tree {
     /// bottom-up, keeping the highest separating cut, which has the same distribution
     /// as the paper's top-down insertion.
     pub(crate) fn score(&self, x: &[f32], store: &PointStore, scratch: &mut Scratch) -> f64 {
+        if let ([only], true) = (x, self.one_dimensional) {
+            return self.score_sorted(*only, store);
+        }
         let Scratch { descent, lo, hi, .. } = scratch;
         if !self.leaves.is_empty() {
             self.descend(x, descent);
@@ -586,8 +639,10 @@ impl Tree {
         if same_point(leaf, x) {
             let mass = b - a + 1;
             let score = damp(mass, n) * score_seen(leaf_depth, mass) * normalizer(n);
-            // x is inside every box above its leaf: no cut can separate it; it joins the leaf.
-            let joined = Placement { lo: a, hi: b, level: leaf_depth, dim: DUPLICATE, cut: 0.0, right: true };
+            // x is inside every box above its leaf: no cut can separate it; it joins the
+            // leaf. The node's cut is the run's value, which keeps a one-dimensional
+            // tree's cuts in order for [`Tree::score_sorted`].
+            let joined = Placement { lo: a, hi: b, level: leaf_depth, dim: DUPLICATE, cut: x[0], right: true };
             return (score, rng.map(|_| joined));
         }
         set_point(lo, leaf);
@@ -648,6 +703,119 @@ impl Tree {
             let merged = f64::from(span) + outside;
             let p = outside / merged;
             score = (1.0 - p) * score + p * score_unseen(level);
+        }
+        score * normalizer(n)
+    }
+
+    /// [`Tree::score`] of a one-dimensional point, bit for bit the same, without a
+    /// descent. In one dimension the leaves are sorted, and so are the cuts: node i's
+    /// lies between leaves i and i + 1 (a duplicate node's is its run's value). So the
+    /// leaves x reaches are found by a binary search over the cuts, a fixed number of
+    /// steps whose loads the core overlaps across trees (see [`Tree::ranks`]), where a
+    /// descent waits on each of its ten or so levels in turn.
+    ///
+    /// The walk ([`Tree::score_1d`]) then visits the ancestors of x's run that end where
+    /// the run ends on x's side, deepest first. Say x lies above the run a..=b: they are
+    /// the ancestors deeper than node b (x's path turns left there, and every box above
+    /// holds x), which lie to the left of a, each the nearest node shallower than the
+    /// one before; each spans from the nearest gap shallower than itself to b. So
+    /// `levels`, scanned leftwards from a, gives each one's depth and first leaf. Below
+    /// the run, the mirror image.
+    pub(crate) fn score_sorted(&self, x: f32, store: &PointStore) -> f64 {
+        if self.leaves.is_empty() {
+            return 0.0;
+        }
+        // The number of cuts below x, which is x's leaf.
+        let (key, gaps) = (ordered(x), self.nodes.len());
+        let mut r = 0;
+        if gaps > 0 {
+            let mut size = gaps;
+            while size > 1 {
+                let half = size / 2;
+                r = select_unpredictable(self.nodes[r + half].cut < key, r + half, r);
+                size -= half;
+            }
+            r += usize::from(self.nodes[r].cut < key);
+        }
+        self.score_ranked(x, r, store)
+    }
+
+    /// The leaves a one-dimensional `x` reaches in each of `trees` (see
+    /// [`Tree::score_sorted`]), searched in lockstep so that the core overlaps the four
+    /// searches' loads; None unless `trees` are a group of one-dimensional trees of the
+    /// same size, with two leaves or more.
+    pub(crate) fn ranks(trees: &[Tree], x: &[f32]) -> Option<[usize; LANES]> {
+        let (trees, [x]) = (<&[Tree; LANES]>::try_from(trees).ok()?, x) else {
+            return None;
+        };
+        let gaps = trees[0].nodes.len();
+        if gaps == 0 || trees.iter().any(|t| !t.one_dimensional || t.nodes.len() != gaps) {
+            return None;
+        }
+        let key = ordered(*x);
+        let nodes = trees.each_ref().map(|t| &t.nodes[..gaps]);
+        let mut r = [0; LANES];
+        let mut size = gaps;
+        while size > 1 {
+            let half = size / 2;
+            for l in 0..LANES {
+                r[l] = select_unpredictable(nodes[l][r[l] + half].cut < key, r[l] + half, r[l]);
+            }
+            size -= half;
+        }
+        for l in 0..LANES {
+            r[l] += usize::from(nodes[l][r[l]].cut < key);
+        }
+        Some(r)
+    }
+
+    /// [`Tree::score_sorted`] of `x` once its leaf `r` is known (the leaf is the last of
+    /// its run if x lies above the run's value, whose own cuts are then below x, and the
+    /// first otherwise).
+    pub(crate) fn score_ranked(&self, x: f32, r: usize, store: &PointStore) -> f64 {
+        let n = self.leaves.len();
+        let (nodes, levels) = (&self.nodes[..], &self.levels[..]);
+        let gaps = nodes.len();
+        let value = |i: usize| store.point(self.leaves[i])[0];
+        let leaf = value(r);
+        // The run r belongs to (both scans, so that no branch waits on which side x
+        // lies; one of them stops at once).
+        let (mut a, mut b) = (r, r);
+        while a > 0 && nodes[a - 1].dim() == DUPLICATE {
+            a -= 1;
+        }
+        while b < gaps && nodes[b].dim() == DUPLICATE {
+            b += 1;
+        }
+        // The levels of the nodes at the run's two ends (gaps a - 1 and b); the run's
+        // parent is the deeper one, so its own depth is that node's level.
+        let (before, after) = (levels[a], levels[b + 1]);
+        let leaf_depth = before.max(after);
+        if leaf == x {
+            let mass = b - a + 1;
+            return damp(mass, n) * score_seen(leaf_depth.into(), mass) * normalizer(n);
+        }
+        let mut score = score_unseen(leaf_depth.into());
+        // Distances as the walk takes them (x - leaf above the run, leaf - x below):
+        // a difference and its negation round alike, so the absolute value is the same.
+        let outside = f64::from((x - leaf).abs());
+        let up = x > leaf;
+        let step = if up { usize::MAX } else { 1 };
+        let stop = if up { after } else { before };
+        let (mut at, mut level) = if up { (a, before) } else { (b + 1, after) };
+        while level > stop {
+            // This ancestor spans to the nearest shallower node on x's side of the run
+            // (found before a 0 at the ends): the leaf next to that gap is its last one.
+            let mut edge = at.wrapping_add(step);
+            while levels[edge] >= level {
+                edge = edge.wrapping_add(step);
+            }
+            let end = if up { edge } else { edge - 1 };
+            let span = (value(end) - leaf).abs();
+            let merged = f64::from(span) + outside;
+            let p = outside / merged;
+            score = (1.0 - p) * score + p * score_unseen(usize::from(level) - 1);
+            (at, level) = (edge, levels[edge]);
         }
         score * normalizer(n)
     }
@@ -719,6 +887,9 @@ impl Tree {
         // A tree that neither keeps the point nor scores it has nothing to do.
         if !(accepts || scored) {
             return (None, None);
+        }
+        if let ([only], false, true) = (x, accepts, self.one_dimensional) {
+            return (Some(self.score_sorted(*only, store)), None);
         }
         if self.mass() > 0 {
             self.descend(x, descent);
@@ -819,6 +990,11 @@ impl Tree {
         self.leaves.insert(leaf, reference);
         self.keys.insert(leaf, key);
         self.nodes.insert(gap, node);
+        if self.one_dimensional {
+            // The subtree goes one level down, under the new node at its place.
+            self.levels[lo + 1..hi + 1].iter_mut().for_each(|d| *d += 1);
+            self.levels.insert(gap + 1, level as u16 + 1);
+        }
         // Re-point the path, in the new numbering, down to the new node.
         for (j, parent) in path.iter().enumerate() {
             let child = path.get(j + 1).map_or(gap, |c| moved(c.gap()));
@@ -855,10 +1031,18 @@ impl Tree {
             hi = select_unpredictable(left, gap, hi);
             gap = select_unpredictable(left, gap.wrapping_sub(node.left()), gap + node.right());
         }
-        let Some(parent) = path.last().map(PathNode::gap) else {
+        let Some(&last) = path.last() else {
             return;
         };
+        let parent = last.gap();
         let node = self.nodes[parent];
+        if self.one_dimensional {
+            // The sibling subtree moves up a level, into the parent's place.
+            let (lo, hi) = last.range();
+            let sibling_gaps = if i <= parent { parent + 2..hi + 1 } else { lo + 1..parent + 1 };
+            self.levels[sibling_gaps].iter_mut().for_each(|d| *d -= 1);
+            self.levels.remove(parent + 1);
+        }
         // The sibling: a node index, or None for a leaf.
         let sibling = if i <= parent {
             (node.right() != 0).then(|| parent + node.right())
@@ -1056,6 +1240,7 @@ impl Tree {
             + self.leaves.capacity() * 4
             + self.keys.capacity() * 4
             + self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.levels.capacity() * 2
     }
 
     /// Checks the tree's invariants: the pointers form a binary tree over the leaves,
@@ -1090,11 +1275,21 @@ impl Tree {
         if n > 0 && self.max_key != self.keys.iter().copied().fold(f32::NEG_INFINITY, f32::max) {
             return Err("max_key is stale".into());
         }
+        if self.one_dimensional {
+            let mut rebuilt = self.clone();
+            rebuilt.rebuild(true, store);
+            if rebuilt.levels != self.levels {
+                return Err(format!("levels {:?}, the tree's are {:?}", self.levels, rebuilt.levels));
+            }
+            if rebuilt.nodes != self.nodes {
+                return Err("a duplicate node's cut is not its run's value".into());
+            }
+        }
         Ok(())
     }
 
     #[cfg(test)]
-    pub(crate) fn shape(&self) -> (Vec<u32>, Vec<Node>, u16) {
-        (self.leaves.clone(), self.nodes.clone(), self.root)
+    pub(crate) fn shape(&self) -> (Vec<u32>, Vec<Node>, u16, Vec<u16>) {
+        (self.leaves.clone(), self.nodes.clone(), self.root, self.levels.clone())
     }
 }
