@@ -47,6 +47,8 @@ const BLOCK: usize = 256;
 /// Scores are summed per chunk of this many trees, then over chunks, so that the sum
 /// (and every score) is the same however the chunks are spread over threads.
 const TREE_CHUNK: usize = 8;
+/// How many one-dimensional trees search their cuts together (see `Tree::ranks`).
+const SEARCHED_TOGETHER: usize = 8;
 /// Blocks shorter than this are learned on one thread: starting threads costs more.
 const MIN_POINTS_PER_THREADED_BLOCK: usize = 16;
 
@@ -328,8 +330,10 @@ impl Forest {
         let x = self.store.point(reference);
         let mut scores = std::mem::take(&mut scratch.scores);
         scores.clear();
-        for (g, group) in self.trees.chunks(LANES).enumerate() {
-            let ranks = Tree::ranks(group, x).filter(|_| ready);
+        let one_dimensional = self.trees.first().is_some_and(Tree::one_dimensional);
+        let group_size = if one_dimensional { SEARCHED_TOGETHER } else { LANES };
+        for (g, group) in self.trees.chunks(group_size).enumerate() {
+            let ranks = Tree::ranks::<SEARCHED_TOGETHER>(group, x).filter(|_| ready);
             let together = descends_together(group).filter(|_| ready);
             if let Some(group) = together {
                 Tree::descend_lanes(group, x, &mut scratch);
@@ -345,7 +349,7 @@ impl Forest {
                     tree.prepare(x, ready, accepts, &self.store, descent, lo, hi)
                 };
                 if let Some(placement) = placement {
-                    pending.push((g * LANES + lane, placement));
+                    pending.push((g * group_size + lane, placement));
                 }
                 scores.push(score.unwrap_or(0.0));
             }
@@ -535,11 +539,12 @@ fn learn_trees(
     for (chunk, sums) in trees.chunks_mut(TREE_CHUNK).zip(sums.chunks_mut(len.max(1))) {
         // A group of trees takes the block point by point, each point added to the sum
         // in tree order as before. Its trees' nodes together still fit the fastest cache.
-        for group in chunk.chunks_mut(LANES) {
+        let one_dimensional = chunk.first().is_some_and(Tree::one_dimensional);
+        for group in chunk.chunks_mut(if one_dimensional { SEARCHED_TOGETHER } else { LANES }) {
             for (point, sum) in points.iter().zip(sums.iter_mut()) {
                 let (t, reference) = (point.t, point.reference);
                 let x = store.point(reference);
-                if let Some(ranks) = Tree::ranks(group, x).filter(|_| point.scored) {
+                if let Some(ranks) = Tree::ranks::<SEARCHED_TOGETHER>(group, x).filter(|_| point.scored) {
                     for (tree, r) in group.iter_mut().zip(ranks) {
                         *sum += if tree.accepts(t, params.sample_size) {
                             tree.learn(t, x, reference, true, params, store, scratch).unwrap_or(0.0)

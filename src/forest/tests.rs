@@ -439,24 +439,27 @@ fn memory_stays_bounded_on_a_long_stream() {
 
 #[test]
 fn judging_between_scoring_and_learning_changes_nothing() {
-    let (values, _) = seed_scenario(2_000, 4);
-    let mut plain = forest(1, 3, 20, 64, 5);
-    let mut judged = forest(1, 3, 20, 64, 5);
-    for &v in &values {
-        let expected_attribution = judged.attribution(&[v]).expect("attribution");
-        let score = plain.score_and_update(&[v]).expect("plain");
-        let (s, attribution) = judged
-            .score_judge_update(&[v], |s, point, forest| {
-                let attribution = if point.is_empty() { None } else { Some(forest.attribution_of_point(point)?) };
-                Ok((s, attribution))
-            })
-            .expect("judged");
-        assert_eq!(s.to_bits(), score.to_bits());
-        if let Some(attribution) = attribution {
-            assert_eq!(attribution, expected_attribution, "the judge sees the forest before it learns");
+    // Shingle 1 takes the one-dimensional search, shingle 3 the lockstep descent.
+    for shingle_size in [1, 3] {
+        let (values, _) = seed_scenario(2_000, 4);
+        let mut plain = forest(1, shingle_size, 20, 64, 5);
+        let mut judged = forest(1, shingle_size, 20, 64, 5);
+        for &v in &values {
+            let expected_attribution = judged.attribution(&[v]).expect("attribution");
+            let score = plain.score_and_update(&[v]).expect("plain");
+            let (s, attribution) = judged
+                .score_judge_update(&[v], |s, point, forest| {
+                    let attribution = if point.is_empty() { None } else { Some(forest.attribution_of_point(point)?) };
+                    Ok((s, attribution))
+                })
+                .expect("judged");
+            assert_eq!(s.to_bits(), score.to_bits());
+            if let Some(attribution) = attribution {
+                assert_eq!(attribution, expected_attribution, "the judge sees the forest before it learns");
+            }
         }
+        assert_eq!(plain.snapshot().expect("snapshot"), judged.snapshot().expect("snapshot"));
     }
-    assert_eq!(plain.snapshot().expect("snapshot"), judged.snapshot().expect("snapshot"));
 }
 
 #[test]
@@ -493,8 +496,8 @@ fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
                     assert_eq!(walked.to_bits(), general.to_bits(), "point {i}, probe {x:?}");
                     assert_eq!(searched.to_bits(), general.to_bits(), "point {i}, probe {x:?}");
                 }
-                for group in f.trees.chunks(LANES) {
-                    for (tree, r) in group.iter().zip(Tree::ranks(group, &x).into_iter().flatten()) {
+                for group in f.trees.chunks(4) {
+                    for (tree, r) in group.iter().zip(Tree::ranks::<4>(group, &x).into_iter().flatten()) {
                         let searched = tree.score_sorted(x[0], &f.store);
                         assert_eq!(tree.score_ranked(x[0], r, &f.store).to_bits(), searched.to_bits(), "point {i}");
                     }

@@ -744,8 +744,8 @@ impl Tree {
     /// [`Tree::score_sorted`]), searched in lockstep so that the core overlaps the four
     /// searches' loads; None unless `trees` are a group of one-dimensional trees of the
     /// same size, with two leaves or more.
-    pub(crate) fn ranks(trees: &[Tree], x: &[f32]) -> Option<[usize; LANES]> {
-        let (trees, [x]) = (<&[Tree; LANES]>::try_from(trees).ok()?, x) else {
+    pub(crate) fn ranks<const N: usize>(trees: &[Tree], x: &[f32]) -> Option<[usize; N]> {
+        let (trees, [x]) = (<&[Tree; N]>::try_from(trees).ok()?, x) else {
             return None;
         };
         let gaps = trees[0].nodes.len();
@@ -753,17 +753,17 @@ impl Tree {
             return None;
         }
         let key = ordered(*x);
-        let nodes = trees.each_ref().map(|t| &t.nodes[..gaps]);
-        let mut r = [0; LANES];
+        let nodes: [&[Node]; N] = std::array::from_fn(|l| &trees[l].nodes[..gaps]);
+        let mut r = [0; N];
         let mut size = gaps;
         while size > 1 {
             let half = size / 2;
-            for l in 0..LANES {
+            for l in 0..N {
                 r[l] = select_unpredictable(nodes[l][r[l] + half].cut < key, r[l] + half, r[l]);
             }
             size -= half;
         }
-        for l in 0..LANES {
+        for l in 0..N {
             r[l] += usize::from(nodes[l][r[l]].cut < key);
         }
         Some(r)
