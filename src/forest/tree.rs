@@ -305,6 +305,52 @@ fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
     (inner + outside, outside)
 }
 
+/// Where a one-dimensional point falls in a tree: `below` cuts are below it, which
+/// makes leaf `below` the one it reaches (the last of a run of duplicates if the point
+/// lies above the run's value, whose own cuts are then below it, otherwise the first);
+/// `through` cuts are at or below it, which ends that run when the point is its value
+/// (only searched when the point falls on a run, else `below`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rank {
+    below: usize,
+    through: usize,
+}
+
+/// [`cuts_where`] over `N` trees' nodes (all of the same length) in lockstep.
+#[inline(always)]
+fn lockstep_cuts<const N: usize>(nodes: &[&[Node]; N], below: impl Fn(i32) -> bool) -> [usize; N] {
+    let mut r = [0; N];
+    let mut size = nodes[0].len();
+    while size > 1 {
+        let half = size / 2;
+        for l in 0..N {
+            r[l] = select_unpredictable(below(nodes[l][r[l] + half].cut), r[l] + half, r[l]);
+        }
+        size -= half;
+    }
+    for l in 0..N {
+        r[l] += usize::from(below(nodes[l][r[l]].cut));
+    }
+    r
+}
+
+/// How many of `nodes`, whose cuts are in order (as a one-dimensional tree's are), have
+/// a cut that satisfies `below` (true for a prefix of them): a binary search of a fixed
+/// number of steps for a length, without branches on the data.
+#[inline(always)]
+fn cuts_where(nodes: &[Node], below: impl Fn(i32) -> bool) -> usize {
+    let (mut r, mut size) = (0, nodes.len());
+    if size == 0 {
+        return 0;
+    }
+    while size > 1 {
+        let half = size / 2;
+        r = select_unpredictable(below(nodes[r + half].cut), r + half, r);
+        size -= half;
+    }
+    r + usize::from(below(nodes[r].cut))
+}
+
 /// Whether two points are the same (the duplicate test at a leaf).
 #[inline]
 fn same_point(a: &[f32], b: &[f32]) -> bool {
@@ -725,26 +771,18 @@ impl Tree {
         if self.leaves.is_empty() {
             return 0.0;
         }
-        // The number of cuts below x, which is x's leaf.
-        let (key, gaps) = (ordered(x), self.nodes.len());
-        let mut r = 0;
-        if gaps > 0 {
-            let mut size = gaps;
-            while size > 1 {
-                let half = size / 2;
-                r = select_unpredictable(self.nodes[r + half].cut < key, r + half, r);
-                size -= half;
-            }
-            r += usize::from(self.nodes[r].cut < key);
-        }
-        self.score_ranked(x, r, store)
+        let key = ordered(x);
+        let below = cuts_where(&self.nodes, |cut| cut < key);
+        let on_run = self.nodes.get(below).is_some_and(|node| node.dim() == DUPLICATE);
+        let through = if on_run { cuts_where(&self.nodes, |cut| cut <= key) } else { below };
+        self.score_ranked(x, Rank { below, through }, store)
     }
 
-    /// The leaves a one-dimensional `x` reaches in each of `trees` (see
-    /// [`Tree::score_sorted`]), searched in lockstep so that the core overlaps the four
-    /// searches' loads; None unless `trees` are a group of one-dimensional trees of the
-    /// same size, with two leaves or more.
-    pub(crate) fn ranks<const N: usize>(trees: &[Tree], x: &[f32]) -> Option<[usize; N]> {
+    /// Where a one-dimensional `x` falls in each of `trees` (see [`Tree::score_sorted`]),
+    /// searched in lockstep so that the core overlaps the searches' loads; None unless
+    /// `trees` are a group of one-dimensional trees of the same size, with two leaves or
+    /// more.
+    pub(crate) fn ranks<const N: usize>(trees: &[Tree], x: &[f32]) -> Option<[Rank; N]> {
         let (trees, [x]) = (<&[Tree; N]>::try_from(trees).ok()?, x) else {
             return None;
         };
@@ -754,38 +792,34 @@ impl Tree {
         }
         let key = ordered(*x);
         let nodes: [&[Node]; N] = std::array::from_fn(|l| &trees[l].nodes[..gaps]);
-        let mut r = [0; N];
-        let mut size = gaps;
-        while size > 1 {
-            let half = size / 2;
-            for l in 0..N {
-                r[l] = select_unpredictable(nodes[l][r[l] + half].cut < key, r[l] + half, r[l]);
-            }
-            size -= half;
-        }
-        for l in 0..N {
-            r[l] += usize::from(nodes[l][r[l]].cut < key);
-        }
-        Some(r)
+        let below = lockstep_cuts(&nodes, |cut| cut < key);
+        // A second search only where x falls on a run of duplicates (integer values),
+        // where x is usually the run's value and the run's end is wanted.
+        let on_run = (0..N).any(|l| below[l] < gaps && nodes[l][below[l]].dim() == DUPLICATE);
+        let through = if on_run { lockstep_cuts(&nodes, |cut| cut <= key) } else { below };
+        Some(std::array::from_fn(|l| Rank { below: below[l], through: through[l] }))
     }
 
-    /// [`Tree::score_sorted`] of `x` once its leaf `r` is known (the leaf is the last of
-    /// its run if x lies above the run's value, whose own cuts are then below x, and the
-    /// first otherwise).
-    pub(crate) fn score_ranked(&self, x: f32, r: usize, store: &PointStore) -> f64 {
+    /// [`Tree::score_sorted`] of `x` where it falls, `rank` (see [`Rank`]).
+    pub(crate) fn score_ranked(&self, x: f32, rank: Rank, store: &PointStore) -> f64 {
         let n = self.leaves.len();
         let (nodes, levels) = (&self.nodes[..], &self.levels[..]);
         let gaps = nodes.len();
         let value = |i: usize| store.point(self.leaves[i])[0];
+        let r = rank.below;
         let leaf = value(r);
-        // The run r belongs to (both scans, so that no branch waits on which side x
-        // lies; one of them stops at once).
+        // The run r belongs to: its duplicate nodes are the ones whose cut is the
+        // run's value (integer sensor values make runs of tens of leaves, so they are
+        // searched, not walked). Usually r is a single leaf, which one load tells.
         let (mut a, mut b) = (r, r);
-        while a > 0 && nodes[a - 1].dim() == DUPLICATE {
-            a -= 1;
+        let run = ordered(leaf);
+        if a > 0 && nodes[a - 1].dim() == DUPLICATE {
+            a = cuts_where(&nodes[..a], |cut| cut < run);
         }
-        while b < gaps && nodes[b].dim() == DUPLICATE {
-            b += 1;
+        if b < gaps && nodes[b].dim() == DUPLICATE {
+            // Past the duplicates, the node after the run may hold the run's value too.
+            b = if leaf == x { rank.through } else { b + cuts_where(&nodes[b..], |cut| cut <= run) };
+            b -= usize::from(nodes[b - 1].dim() != DUPLICATE);
         }
         // The levels of the nodes at the run's two ends (gaps a - 1 and b); the run's
         // parent is the deeper one, so its own depth is that node's level.
