@@ -269,19 +269,41 @@ fn shingled_stream_flags_a_broken_pattern() {
 
 #[test]
 fn same_seed_same_scores_and_snapshot_round_trip_is_bit_identical() {
-    let (values, _) = seed_scenario(3_000, 1);
-    let mut a = forest(1, 4, 30, 64, 99);
-    let mut b = forest(1, 4, 30, 64, 99);
-    for &v in &values[..2_000] {
-        assert_eq!(a.score_and_update(&[v]).expect("a").to_bits(), b.score_and_update(&[v]).expect("b").to_bits());
+    // Shingle 1 also rebuilds what one-dimensional trees keep outside snapshots.
+    for shingle_size in [1, 4] {
+        let (values, _) = seed_scenario(3_000, 1);
+        let mut a = forest(1, shingle_size, 30, 64, 99);
+        let mut b = forest(1, shingle_size, 30, 64, 99);
+        for &v in &values[..2_000] {
+            assert_eq!(a.score_and_update(&[v]).expect("a").to_bits(), b.score_and_update(&[v]).expect("b").to_bits());
+        }
+        let bytes = a.snapshot().expect("snapshot");
+        let mut restored = Forest::restore(&bytes).expect("restore");
+        for &v in &values[2_000..] {
+            let expected = a.score_and_update(&[v]).expect("a");
+            assert_eq!(restored.score_and_update(&[v]).expect("restored").to_bits(), expected.to_bits());
+        }
+        assert_eq!(restored.snapshot().expect("snapshot"), a.snapshot().expect("snapshot"));
     }
-    let bytes = a.snapshot().expect("snapshot");
-    let mut restored = Forest::restore(&bytes).expect("restore");
+}
+
+#[test]
+fn snapshots_that_hold_no_cut_for_duplicates_restore_to_the_same_scores() {
+    // Snapshots written before one-dimensional trees searched their cuts hold 0 as the
+    // cut of every duplicate node; restoring must put back the runs' values.
+    let (values, _) = seed_scenario(3_000, 2);
+    let mut f = forest(1, 1, 20, 64, 3);
+    for &v in &values[..2_000] {
+        f.update(&[v]).expect("update");
+    }
+    let mut old = f.clone();
+    old.trees.iter_mut().for_each(Tree::forget_duplicate_cuts);
+    assert_ne!(old.snapshot().expect("snapshot"), f.snapshot().expect("snapshot"));
+    let mut restored = Forest::restore(&old.snapshot().expect("snapshot")).expect("restore");
     for &v in &values[2_000..] {
-        let expected = a.score_and_update(&[v]).expect("a");
+        let expected = f.score_and_update(&[v]).expect("f");
         assert_eq!(restored.score_and_update(&[v]).expect("restored").to_bits(), expected.to_bits());
     }
-    assert_eq!(restored.snapshot().expect("snapshot"), a.snapshot().expect("snapshot"));
 }
 
 #[test]
@@ -477,7 +499,10 @@ fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
             _ => (rng.next_f64() * 40.0 - 20.0) as f32,
         })
         .collect();
-    for values in [integers, reals] {
+    // Neighbouring floats: a cut between two of them rounds to the lower one, so the
+    // node after a run can hold the run's value as its cut.
+    let ulps: Vec<f32> = (0..3_000).map(|_| 1.0e6 + 0.0625 * (rng.next_u64() % 3) as f32).collect();
+    for values in [integers, reals, ulps] {
         let mut f = forest(1, 1, 20, 64, 5);
         let mut scratch = Scratch::new(1);
         for (i, &v) in values.iter().enumerate() {

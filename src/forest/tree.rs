@@ -1322,6 +1322,12 @@ impl Tree {
         Ok(())
     }
 
+    /// Sets every duplicate node's cut to 0, as snapshots before [`Tree::rebuild`] held.
+    #[cfg(test)]
+    pub(crate) fn forget_duplicate_cuts(&mut self) {
+        self.nodes.iter_mut().filter(|node| node.dim() == DUPLICATE).for_each(|node| node.cut = ordered(0.0));
+    }
+
     #[cfg(test)]
     pub(crate) fn shape(&self) -> (Vec<u32>, Vec<Node>, u16, Vec<u16>) {
         (self.leaves.clone(), self.nodes.clone(), self.root, self.levels.clone())
