@@ -320,25 +320,44 @@ fn a_different_seed_gives_different_scores() {
 
 #[test]
 fn corrupted_snapshots_are_errors_not_panics() {
-    let (values, _) = seed_scenario(500, 3);
-    let mut f = forest(2, 2, 5, 32, 1);
-    for pair in values.chunks(2) {
-        f.update(pair).expect("update");
-    }
-    let bytes = f.snapshot().expect("snapshot");
-    assert!(matches!(Forest::restore(&bytes[..bytes.len() / 2]), Err(ForestError::Snapshot(_))));
-    assert!(matches!(Forest::restore(b"nope"), Err(ForestError::Snapshot(_))));
-    let mut rng = Rng::new(4);
-    for _ in 0..200 {
-        let mut broken = bytes.clone();
-        let i = 4 + (rng.next_u64() as usize) % (broken.len() - 4);
-        broken[i] ^= 1 << (rng.next_u64() % 8);
-        // Either an error or a consistent forest that can keep working.
-        if let Ok(mut g) = Forest::restore(&broken) {
-            for pair in values.chunks(2).take(50) {
-                let _ = g.score_and_update(pair);
+    // Four dimensions, and one (whose trees search their cuts, which a corrupted
+    // snapshot may leave out of order).
+    for (features, shingle_size) in [(2, 2), (1, 1)] {
+        let (values, _) = seed_scenario(500, 3);
+        let mut f = forest(features, shingle_size, 5, 32, 1);
+        for record in values.chunks(features) {
+            f.update(record).expect("update");
+        }
+        let bytes = f.snapshot().expect("snapshot");
+        assert!(matches!(Forest::restore(&bytes[..bytes.len() / 2]), Err(ForestError::Snapshot(_))));
+        assert!(matches!(Forest::restore(b"nope"), Err(ForestError::Snapshot(_))));
+        let mut rng = Rng::new(4);
+        for _ in 0..400 {
+            let mut broken = bytes.clone();
+            let i = 4 + (rng.next_u64() as usize) % (broken.len() - 4);
+            broken[i] ^= 1 << (rng.next_u64() % 8);
+            // Either an error or a consistent forest that can keep working.
+            if let Ok(mut g) = Forest::restore(&broken) {
+                for record in values.chunks(features).take(50) {
+                    let _ = g.score_and_update(record);
+                }
             }
         }
+    }
+}
+
+#[test]
+fn one_dimensional_trees_with_cuts_out_of_order_score_without_panicking() {
+    // Restoring checks a snapshot's structure, not the order of its cuts.
+    let (values, _) = seed_scenario(1_000, 6);
+    let mut f = forest(1, 1, 16, 64, 2);
+    for &v in &values {
+        f.update(&[v]).expect("update");
+    }
+    f.trees.iter_mut().for_each(Tree::reverse_cuts);
+    for x in [-5.0, 0.0, 9.5, 10.0, 15.0, 20.0, 20.5, 100.0, 110.0, 1e9] {
+        assert!(f.score(&[x]).expect("score").is_finite());
+        f.score_and_update(&[x]).expect("score and update");
     }
 }
 

@@ -818,7 +818,9 @@ impl Tree {
         }
         if b < gaps && nodes[b].dim() == DUPLICATE {
             // Past the duplicates, the node after the run may hold the run's value too.
-            b = if leaf == x { rank.through } else { b + cuts_where(&nodes[b..], |cut| cut <= run) };
+            // (At least one past b: only a tree whose cuts are out of order, from a
+            // corrupted snapshot, could give less.)
+            b = if leaf == x { rank.through } else { b + cuts_where(&nodes[b..], |cut| cut <= run) }.max(b + 1);
             b -= usize::from(nodes[b - 1].dim() != DUPLICATE);
         }
         // The levels of the nodes at the run's two ends (gaps a - 1 and b); the run's
@@ -1326,6 +1328,13 @@ impl Tree {
     #[cfg(test)]
     pub(crate) fn forget_duplicate_cuts(&mut self) {
         self.nodes.iter_mut().filter(|node| node.dim() == DUPLICATE).for_each(|node| node.cut = ordered(0.0));
+    }
+
+    /// Puts the cuts in reverse order, as a corrupted snapshot could.
+    #[cfg(test)]
+    pub(crate) fn reverse_cuts(&mut self) {
+        let cuts: Vec<i32> = self.nodes.iter().rev().map(|node| node.cut).collect();
+        self.nodes.iter_mut().zip(cuts).for_each(|(node, cut)| node.cut = cut);
     }
 
     #[cfg(test)]
