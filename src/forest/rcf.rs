@@ -520,6 +520,9 @@ impl Forest {
             if !tree.is_consistent(self.params.sample_size, dims, |r| self.store.holds(r)) {
                 return bad(format!("tree {i} is inconsistent"));
             }
+            if dims == 1 && !tree.is_sorted(&self.store) {
+                return bad(format!("tree {i} has leaves out of order"));
+            }
         }
         Ok(())
     }

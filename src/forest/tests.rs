@@ -348,13 +348,15 @@ fn corrupted_snapshots_are_errors_not_panics() {
 
 #[test]
 fn one_dimensional_trees_with_cuts_out_of_order_score_without_panicking() {
-    // Restoring checks a snapshot's structure, not the order of its cuts.
+    // Restoring refuses such a snapshot; the forest in memory must not panic either.
     let (values, _) = seed_scenario(1_000, 6);
     let mut f = forest(1, 1, 16, 64, 2);
     for &v in &values {
         f.update(&[v]).expect("update");
     }
     f.trees.iter_mut().for_each(Tree::reverse_cuts);
+    let refused = Forest::restore(&f.snapshot().expect("snapshot"));
+    assert!(matches!(refused, Err(ForestError::Snapshot(ref why)) if why.contains("out of order")), "{refused:?}");
     for x in [-5.0, 0.0, 9.5, 10.0, 15.0, 20.0, 20.5, 100.0, 110.0, 1e9] {
         assert!(f.score(&[x]).expect("score").is_finite());
         f.score_and_update(&[x]).expect("score and update");

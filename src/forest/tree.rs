@@ -1237,6 +1237,21 @@ impl Tree {
             && self.subtrees().is_some()
     }
 
+    /// For a one-dimensional tree that [`Tree::is_consistent`]: whether its leaves and
+    /// cuts are in order, each cut between its two leaves and each duplicate node between
+    /// equal ones, as [`Tree::score_sorted`] needs (a snapshot's bytes could say otherwise).
+    pub(crate) fn is_sorted(&self, store: &PointStore) -> bool {
+        let value = |i: usize| store.point(self.leaves[i])[0];
+        self.nodes.iter().enumerate().all(|(gap, node)| {
+            let (left, right) = (value(gap), value(gap + 1));
+            if node.dim() == DUPLICATE {
+                left == right
+            } else {
+                left <= node.cut() && node.cut() < right
+            }
+        })
+    }
+
     /// Evicts the sample with the largest key.
     pub(crate) fn evict(&mut self, path: &mut Vec<PathNode>) {
         // Find the chunk of eight holding the largest key with a vectorised test first.
