@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{ForestConfig, ForestParams};
 use super::error::ForestError;
 use super::rng::Rng;
+use super::sampler;
 use super::store::PointStore;
 use super::tree::{Scratch, Tree, LANES};
 
@@ -509,8 +510,18 @@ impl Forest {
         if config.validate().as_ref() != Ok(&self.params) {
             return bad(format!("inconsistent parameters {:?}", self.params));
         }
-        if self.trees.len() != self.params.trees || self.trees.iter().any(|t| t.key_epoch > self.points) {
+        if self.trees.len() != self.params.trees {
             return bad(format!("{} trees, expected {}", self.trees.len(), self.params.trees));
+        }
+        // A tree's keys are measured from an epoch the sampler's schedule gave at or
+        // before the last point; any other would make a later epoch lie before it.
+        let decay = self.params.time_decay;
+        if let Some(i) = self
+            .trees
+            .iter()
+            .position(|t| t.key_epoch > self.points || sampler::epoch(decay, t.key_epoch) != t.key_epoch)
+        {
+            return bad(format!("tree {i} measures its keys from time {}", self.trees[i].key_epoch));
         }
         let dims = self.params.dimensions;
         if !self.store.is_consistent(self.params.features, dims) {

@@ -332,7 +332,7 @@ fn corrupted_snapshots_are_errors_not_panics() {
         assert!(matches!(Forest::restore(&bytes[..bytes.len() / 2]), Err(ForestError::Snapshot(_))));
         assert!(matches!(Forest::restore(b"nope"), Err(ForestError::Snapshot(_))));
         let mut rng = Rng::new(4);
-        for _ in 0..400 {
+        for _ in 0..2_000 {
             let mut broken = bytes.clone();
             let i = 4 + (rng.next_u64() as usize) % (broken.len() - 4);
             broken[i] ^= 1 << (rng.next_u64() % 8);
