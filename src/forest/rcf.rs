@@ -334,7 +334,7 @@ impl Forest {
         let one_dimensional = self.trees.first().is_some_and(Tree::one_dimensional);
         let group_size = if one_dimensional { SEARCHED_TOGETHER } else { LANES };
         for (g, group) in self.trees.chunks(group_size).enumerate() {
-            let ranks = Tree::ranks::<SEARCHED_TOGETHER>(group, x).filter(|_| ready);
+            let ranks = ready.then(|| Tree::ranks::<SEARCHED_TOGETHER>(group, x)).flatten();
             let together = descends_together(group).filter(|_| ready);
             if let Some(group) = together {
                 Tree::descend_lanes(group, x, &mut scratch);
@@ -558,7 +558,7 @@ fn learn_trees(
             for (point, sum) in points.iter().zip(sums.iter_mut()) {
                 let (t, reference) = (point.t, point.reference);
                 let x = store.point(reference);
-                if let Some(ranks) = Tree::ranks::<SEARCHED_TOGETHER>(group, x).filter(|_| point.scored) {
+                if let Some(ranks) = point.scored.then(|| Tree::ranks::<SEARCHED_TOGETHER>(group, x)).flatten() {
                     for (tree, r) in group.iter_mut().zip(ranks) {
                         *sum += if tree.accepts(t, params.sample_size) {
                             tree.learn(t, x, reference, true, params, store, scratch).unwrap_or(0.0)
