@@ -560,6 +560,34 @@ fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
 }
 
 #[test]
+fn scores_are_those_of_whole_boxes_to_the_bit() {
+    // A walk stops reading a sibling's leaves once its box holds the point; the score
+    // must be the one every node's whole box gives. Points near the samples (inside a
+    // box early), between them and far out, with shingles of 8 and 10-D points (the
+    // fixed-size boxes) and 20-D ones (the general loop).
+    for (features, shingle_size) in [(1, 8), (10, 1), (20, 1)] {
+        let mut f = forest(features, shingle_size, 6, 64, 41);
+        let mut rng = Rng::new(43);
+        let mut scratch = Scratch::new(features * shingle_size);
+        for i in 0..1_500 {
+            let record: Vec<f32> =
+                (0..features).map(|d| (10.0 * (0.05 * (i + 7 * d) as f64).sin()) as f32 + gaussian(&mut rng)).collect();
+            f.update(&record).expect("update");
+            if !f.store.has_point() {
+                continue;
+            }
+            let newest = f.store.point(f.store.newest()).to_vec();
+            let scale = [0.0, 0.3, 3.0, 30.0][i % 4];
+            let x: Vec<f32> = newest.iter().map(|&v| v + scale * gaussian(&mut rng)).collect();
+            for tree in &f.trees {
+                let walked = tree.score(&x, &f.store, &mut scratch);
+                assert_eq!(walked.to_bits(), tree.score_by_whole_boxes(&x, &f.store).to_bits(), "point {i}");
+            }
+        }
+    }
+}
+
+#[test]
 fn trees_descended_together_take_the_paths_they_take_alone() {
     // Integer values make runs of duplicates, where a lane stops early; the probes also
     // fall between samples and outside their range. One and three dimensions.

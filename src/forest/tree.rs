@@ -161,6 +161,9 @@ impl PathNode {
 /// How many trees [`Tree::descend_lanes`] descends together.
 pub(crate) const LANES: usize = 4;
 
+/// How many leaves [`Tree::extend_box`] reads between tests of whether its box holds x.
+const CHECK_EVERY: usize = 8;
+
 /// Paths start with room for this many nodes and grow (rarely) for deeper trees.
 const PATH_CAPACITY: usize = 64;
 
@@ -524,16 +527,21 @@ impl Tree {
         }
     }
 
-    /// Grows the box `lo..hi` to hold the points of `leaves`: the hot loop of scoring.
+    /// Grows the box `lo..hi` to hold the points of `leaves`, the hot loop of scoring,
+    /// unless it comes to hold `x` first: then it returns true and may stop early.
+    ///
+    /// A walk ends at the first box that holds x, which is usually the largest sibling
+    /// it reads (a third of its leaves or more); the first few points of that sibling
+    /// often close the box around x already, and the rest need not be read.
     #[inline(always)]
-    fn extend_box(&self, store: &PointStore, leaves: &[u32], lo: &mut [f32], hi: &mut [f32]) {
+    fn extend_box(&self, store: &PointStore, leaves: &[u32], x: &[f32], lo: &mut [f32], hi: &mut [f32]) -> bool {
         if let ([l], [h], [first, .., last] | [first @ last]) = (&mut *lo, &mut *hi, leaves) {
             // In one dimension every cut splits by value, so the leaves are sorted and
             // a run's box spans its first and last point.
             let (v, w) = (store.point(*first)[0], store.point(*last)[0]);
             *l = if v < *l { v } else { *l };
             *h = if w > *h { w } else { *h };
-            return;
+            return *l <= x[0] && x[0] <= *h;
         }
         // Up to 16 dimensions the box lives in fixed-size arrays, which the compiler
         // keeps in registers and turns into a few SIMD min/max per point.
@@ -541,10 +549,12 @@ impl Tree {
             ($($n:literal)*) => {
                 match lo.len() {
                     $($n => {
-                        if let (Ok(lo), Ok(hi)) = (<&mut [f32; $n]>::try_from(lo), <&mut [f32; $n]>::try_from(hi)) {
-                            Self::extend_fixed::<$n>(store, leaves, lo, hi);
+                        if let (Ok(lo), Ok(hi), Ok(x)) =
+                            (<&mut [f32; $n]>::try_from(lo), <&mut [f32; $n]>::try_from(hi), <&[f32; $n]>::try_from(x))
+                        {
+                            return Self::extend_fixed::<$n>(store, leaves, x, lo, hi);
                         }
-                        return;
+                        return false;
                     })*
                     _ => {}
                 }
@@ -558,22 +568,38 @@ impl Tree {
                 *h = if v > *h { v } else { *h };
             }
         }
+        lo.iter().zip(hi.iter()).zip(x).all(|((&l, &h), &v)| l <= v && v <= h)
     }
 
     #[inline(always)]
-    fn extend_fixed<const N: usize>(store: &PointStore, leaves: &[u32], lo: &mut [f32; N], hi: &mut [f32; N]) {
+    fn extend_fixed<const N: usize>(
+        store: &PointStore,
+        leaves: &[u32],
+        x: &[f32; N],
+        lo: &mut [f32; N],
+        hi: &mut [f32; N],
+    ) -> bool {
         let (mut l, mut h) = (*lo, *hi);
-        for &reference in leaves {
-            if let Ok(p) = <&[f32; N]>::try_from(store.point(reference)) {
-                // Selects, not branches or f32::min: they compile to minps/maxps, and
-                // the store holds no NaN.
-                for i in 0..N {
-                    l[i] = if p[i] < l[i] { p[i] } else { l[i] };
-                    h[i] = if p[i] > h[i] { p[i] } else { h[i] };
+        let holds = |l: &[f32; N], h: &[f32; N]| (0..N).fold(true, |all, i| all & (l[i] <= x[i]) & (x[i] <= h[i]));
+        let mut inside = false;
+        for chunk in leaves.chunks(CHECK_EVERY) {
+            for &reference in chunk {
+                if let Ok(p) = <&[f32; N]>::try_from(store.point(reference)) {
+                    // Selects, not branches or f32::min: they compile to minps/maxps, and
+                    // the store holds no NaN.
+                    for i in 0..N {
+                        l[i] = if p[i] < l[i] { p[i] } else { l[i] };
+                        h[i] = if p[i] > h[i] { p[i] } else { h[i] };
+                    }
                 }
+            }
+            inside = holds(&l, &h);
+            if inside {
+                break;
             }
         }
         (*lo, *hi) = (l, h);
+        inside
     }
 
     /// Climbs from the leaves `a..=b` towards the root along `path`, growing the box
@@ -595,7 +621,9 @@ impl Tree {
         for (level, node) in path.iter().enumerate().rev() {
             let (first, last) = node.range();
             let sibling = if first < a { &self.leaves[first..a] } else { &self.leaves[b + 1..=last] };
-            self.extend_box(store, sibling, lo, hi);
+            if self.extend_box(store, sibling, x, lo, hi) {
+                break;
+            }
             (a, b) = (first, last);
             let (merged, outside) = ranges(lo, hi, x);
             if outside <= 0.0 {
@@ -1337,6 +1365,44 @@ impl Tree {
             }
         }
         Ok(())
+    }
+
+    /// The score of `x` as the definition reads: at each node of its path, deepest
+    /// first, the box of all the node's leaves, until x lies inside one. The reference
+    /// for [`Tree::score`], which reads a sibling's leaves only until the box holds x.
+    #[cfg(test)]
+    pub(crate) fn score_by_whole_boxes(&self, x: &[f32], store: &PointStore) -> f64 {
+        let n = self.leaves.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let mut descent = Descent::default();
+        self.descend(x, &mut descent);
+        let (a, b) = descent.leaf;
+        let path = descent.path();
+        let leaf = store.point(self.leaves[a]);
+        if same_point(leaf, x) {
+            let mass = b - a + 1;
+            return damp(mass, n) * score_seen(path.len(), mass) * normalizer(n);
+        }
+        let mut score = score_unseen(path.len());
+        for (level, node) in path.iter().enumerate().rev() {
+            let (first, last) = node.range();
+            let (mut lo, mut hi) = (leaf.to_vec(), leaf.to_vec());
+            for i in first..=last {
+                for (d, &v) in store.point(self.leaves[i]).iter().enumerate() {
+                    lo[d] = lo[d].min(v);
+                    hi[d] = hi[d].max(v);
+                }
+            }
+            let (merged, outside) = ranges(&lo, &hi, x);
+            if outside <= 0.0 {
+                break;
+            }
+            let p = outside / merged;
+            score = (1.0 - p) * score + p * score_unseen(level);
+        }
+        score * normalizer(n)
     }
 
     /// Sets every duplicate node's cut to 0, as snapshots before [`Tree::rebuild`] held.
