@@ -621,7 +621,10 @@ impl Tree {
     ) {
         for (level, node) in path.iter().enumerate().rev() {
             let (first, last) = node.range();
-            let sibling = if first < a { &self.leaves[first..a] } else { &self.leaves[b + 1..=last] };
+            // The sibling lies left or right of a..=b at random: selects, not a branch.
+            let left = first < a;
+            let (start, end) = (select_unpredictable(left, first, b + 1), select_unpredictable(left, a, last + 1));
+            let sibling = &self.leaves[start..end];
             if self.extend_box(store, sibling, x, lo, hi) {
                 break;
             }
