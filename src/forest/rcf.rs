@@ -341,7 +341,7 @@ impl Forest {
             }
             for (lane, tree) in group.iter().enumerate() {
                 let accepts = tree.accepts(t, sample_size);
-                let Scratch { descent, lanes, lo, hi, .. } = &mut scratch;
+                let Scratch { descent, lanes, lo, hi, saved_paths, .. } = &mut scratch;
                 let (score, placement) = if let (Some(ranks), false) = (ranks, accepts) {
                     (Some(tree.score_ranked(x[0], ranks[lane], &self.store)), None)
                 } else if together.is_some() {
@@ -350,7 +350,8 @@ impl Forest {
                     tree.prepare(x, ready, accepts, &self.store, descent, lo, hi)
                 };
                 if let Some(placement) = placement {
-                    pending.push((g * group_size + lane, placement));
+                    let descended = if together.is_some() { &lanes[lane] } else { &*descent };
+                    pending.push((g * group_size + lane, placement, descended.save(saved_paths)));
                 }
                 scores.push(score.unwrap_or(0.0));
             }
@@ -359,18 +360,16 @@ impl Forest {
         scratch.scores = scores;
         let score = if ready { total / self.trees.len() as f64 } else { 0.0 };
         let judged = judge(score, x, self);
-        // Second pass: the accepting trees take the point. They are as they were in the
-        // first pass, so descending again finds the same path; keeping every accepting
-        // tree's path instead would cost memory in every model.
-        let Forest { store, trees, params, .. } = self;
-        let x = store.point(reference);
-        for (i, placement) in pending.drain(..) {
-            let tree = &mut trees[i];
-            if tree.mass() > 0 {
-                tree.descend(x, &mut scratch.descent);
-            }
-            tree.commit(t, placement, &scratch.descent, reference, params, &mut scratch.delete_path);
+        // Second pass: the accepting trees take the point, on the descents they made in
+        // the first pass (they are as they were then). The few paths kept cost less
+        // than descending again.
+        let Forest { trees, params, .. } = self;
+        let Scratch { descent, delete_path, saved_paths, .. } = &mut scratch;
+        for (i, placement, saved) in pending.drain(..) {
+            descent.restore(&saved, saved_paths);
+            trees[i].commit(t, placement, descent, reference, params, delete_path);
         }
+        saved_paths.clear();
         scratch.pending = pending;
         self.scratch[0] = scratch;
         self.points = t;

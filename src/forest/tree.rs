@@ -199,11 +199,38 @@ impl Descent {
         &self.nodes[..self.depth]
     }
 
+    /// Keeps what a later [`Tree::commit`] needs of this descent: the path goes to the
+    /// end of `paths`, the rest into the returned [`SavedDescent`].
+    pub(crate) fn save(&self, paths: &mut Vec<PathNode>) -> SavedDescent {
+        let start = paths.len();
+        paths.extend_from_slice(self.path());
+        SavedDescent { start, depth: self.depth, run_root: self.run_root, leaf: self.leaf }
+    }
+
+    /// Becomes the descent `saved` kept (its path in `paths`).
+    pub(crate) fn restore(&mut self, saved: &SavedDescent, paths: &[PathNode]) {
+        let path = &paths[saved.start..saved.start + saved.depth];
+        if self.nodes.len() < path.len() {
+            self.nodes.resize(path.len(), PathNode::default());
+        }
+        self.nodes[..path.len()].copy_from_slice(path);
+        (self.depth, self.run_root, self.leaf) = (saved.depth, saved.run_root, saved.leaf);
+    }
+
     /// Where the descent ended and how: the path, the run's root, the leaves.
     #[cfg(test)]
     pub(crate) fn outcome(&self) -> (&[PathNode], Option<usize>, (usize, usize)) {
         (self.path(), self.run_root, self.leaf)
     }
+}
+
+/// A [`Descent`] kept for a later commit (see [`Descent::save`]), its path elsewhere.
+#[derive(Debug, Clone)]
+pub(crate) struct SavedDescent {
+    start: usize,
+    depth: usize,
+    run_root: Option<usize>,
+    leaf: (usize, usize),
 }
 
 /// What an accepting tree drew in [`Tree::prepare`] and applies in [`Tree::commit`].
@@ -225,8 +252,10 @@ pub(crate) struct Scratch {
     pub(crate) lo: Vec<f32>,
     pub(crate) hi: Vec<f32>,
     pub(crate) delete_path: Vec<PathNode>,
-    /// Trees waiting for their commit (see `Forest::score_judge_update`).
-    pub(crate) pending: Vec<(usize, Pending)>,
+    /// Trees waiting for their commit, with their descents (see
+    /// `Forest::score_judge_update`), whose paths are in `saved_paths`.
+    pub(crate) pending: Vec<(usize, Pending, SavedDescent)>,
+    pub(crate) saved_paths: Vec<PathNode>,
 }
 
 impl Scratch {
@@ -239,16 +268,17 @@ impl Scratch {
             hi: Vec::with_capacity(dimensions),
             delete_path: Vec::with_capacity(PATH_CAPACITY),
             pending: Vec::new(),
+            saved_paths: Vec::new(),
         }
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
         let lanes = self.lanes.iter().map(|d| d.nodes.capacity()).sum::<usize>();
-        let paths = self.descent.nodes.capacity() + self.delete_path.capacity() + lanes;
+        let paths = self.descent.nodes.capacity() + self.delete_path.capacity() + self.saved_paths.capacity() + lanes;
         paths * std::mem::size_of::<PathNode>()
             + (self.lo.capacity() + self.hi.capacity() + self.descent.keys.capacity()) * 4
             + self.scores.capacity() * 8
-            + self.pending.capacity() * std::mem::size_of::<(usize, Pending)>()
+            + self.pending.capacity() * std::mem::size_of::<(usize, Pending, SavedDescent)>()
     }
 }
 
