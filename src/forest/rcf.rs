@@ -10,7 +10,7 @@ use super::error::ForestError;
 use super::rng::Rng;
 use super::sampler;
 use super::store::PointStore;
-use super::tree::{Scratch, Tree, LANES};
+use super::tree::{Scratch, Tree, LANES, PATH_CAPACITY};
 
 /// Snapshot format marker and version.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"RCF1";
@@ -50,6 +50,9 @@ const BLOCK: usize = 256;
 const TREE_CHUNK: usize = 8;
 /// How many one-dimensional trees search their cuts together (see `Tree::ranks`).
 const SEARCHED_TOGETHER: usize = 8;
+/// Room kept for trees waiting to take a point in `score_judge_update`: about a tenth
+/// of the trees take each point once the samples are full.
+const PENDING_ROOM: usize = 8;
 /// Blocks shorter than this are learned on one thread: starting threads costs more.
 const MIN_POINTS_PER_THREADED_BLOCK: usize = 16;
 
@@ -65,6 +68,15 @@ fn sum_by_chunks(scores: impl Iterator<Item = f64>) -> f64 {
         }
     }
     total + chunk
+}
+
+/// Gives back the room `buffer` took while the samples filled (when every tree takes
+/// every point, where later a tenth of them do), once it holds a quarter of it or less.
+fn give_back<T>(buffer: &mut Vec<T>, floor: usize) {
+    let need = buffer.len().max(floor);
+    if buffer.capacity() > 4 * need {
+        buffer.shrink_to(2 * need);
+    }
 }
 
 /// A point of the block being learned: its time, its reference, whether it is scored.
@@ -365,10 +377,12 @@ impl Forest {
         // than descending again.
         let Forest { trees, params, .. } = self;
         let Scratch { descent, delete_path, saved_paths, .. } = &mut scratch;
+        give_back(&mut pending, PENDING_ROOM);
         for (i, placement, saved) in pending.drain(..) {
             descent.restore(&saved, saved_paths);
             trees[i].commit(t, placement, descent, reference, params, delete_path);
         }
+        give_back(saved_paths, PATH_CAPACITY);
         saved_paths.clear();
         scratch.pending = pending;
         self.scratch[0] = scratch;

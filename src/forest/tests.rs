@@ -506,6 +506,23 @@ fn judging_between_scoring_and_learning_changes_nothing() {
 }
 
 #[test]
+fn judging_keeps_little_more_memory_than_learning_once_the_samples_are_full() {
+    // While the samples fill, every tree takes every point, and the judged path keeps
+    // each taker's descent until the judge is done: that room must not stay with the model.
+    for shingle_size in [1, 8] {
+        let (mut plain, mut judged) = (forest(1, shingle_size, 50, 256, 9), forest(1, shingle_size, 50, 256, 9));
+        let mut rng = Rng::new(9);
+        for _ in 0..3_000 {
+            let v = [gaussian(&mut rng)];
+            plain.score_and_update(&v).expect("learned");
+            judged.score_judge_update(&v, |s, _, _| Ok(s)).expect("judged");
+        }
+        let (plain, judged) = (plain.memory_bytes(), judged.memory_bytes());
+        assert!(judged <= plain + 6 * 1024, "judged: {judged} bytes, learned: {plain} bytes");
+    }
+}
+
+#[test]
 fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
     // Trees that only score take a shortcut (the search over the cuts and the
     // one-dimensional walk, or the walk after a descent); trees that also place the

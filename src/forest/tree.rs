@@ -165,7 +165,7 @@ pub(crate) const LANES: usize = 4;
 const CHECK_EVERY: usize = 8;
 
 /// Paths start with room for this many nodes and grow (rarely) for deeper trees.
-const PATH_CAPACITY: usize = 64;
+pub(crate) const PATH_CAPACITY: usize = 64;
 
 /// Where a new point goes: beside the subtree over leaves `lo..=hi` (rooted at path
 /// node `level`, or the leaf run when `level` is the path's length), under a new node.
