@@ -362,6 +362,8 @@ impl Forest {
                     tree.prepare(x, ready, accepts, &self.store, descent, lo, hi)
                 };
                 if let Some(placement) = placement {
+                    // (An empty tree did not descend; its insert reads nothing of the
+                    // descent saved for it.)
                     let descended = if together.is_some() { &lanes[lane] } else { &*descent };
                     pending.push((g * group_size + lane, placement, descended.save(saved_paths)));
                 }
