@@ -524,9 +524,9 @@ fn judging_keeps_little_more_memory_than_learning_once_the_samples_are_full() {
 
 #[test]
 fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
-    // Trees that only score take a shortcut (the search over the cuts and the
-    // one-dimensional walk, or the walk after a descent); trees that also place the
-    // point take the general walk. All must give the same score. Integer values make
+    // Trees take shortcuts (the search over the cuts, or the one-dimensional walk after
+    // a descent, which also places the point); all must give the general walk's score,
+    // and the one-dimensional walk its placement, from the same draws. Integer values make
     // long runs of duplicates; the signed reals hold both zeros.
     let (integers, _) = seed_scenario(3_000, 17);
     let mut rng = Rng::new(23);
@@ -554,10 +554,16 @@ fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
                     let Scratch { descent, lo, hi, .. } = &mut scratch;
                     tree.descend(&x, descent);
                     let walked = tree.walk(&x, &f.store, descent, lo, hi, None).0;
-                    let general = tree.walk(&x, &f.store, descent, lo, hi, Some(&mut rng.clone())).0;
+                    let (mut draws, mut general_draws) = (rng.clone(), rng.clone());
+                    let placed = tree.walk(&x, &f.store, descent, lo, hi, Some(&mut draws));
+                    let general = tree.walk_boxes(&x, &f.store, descent, lo, hi, Some(&mut general_draws));
                     let searched = tree.score_sorted(x[0], &f.store);
-                    assert_eq!(walked.to_bits(), general.to_bits(), "point {i}, probe {x:?}");
-                    assert_eq!(searched.to_bits(), general.to_bits(), "point {i}, probe {x:?}");
+                    assert_eq!(walked.to_bits(), general.0.to_bits(), "point {i}, probe {x:?}");
+                    assert_eq!(placed.0.to_bits(), general.0.to_bits(), "point {i}, probe {x:?}");
+                    assert_eq!(searched.to_bits(), general.0.to_bits(), "point {i}, probe {x:?}");
+                    // The same placement (Debug tells the cut's zeros apart) from the same draws.
+                    assert_eq!(format!("{:?}", placed.1), format!("{:?}", general.1), "point {i}, probe {x:?}");
+                    assert_eq!(draws.next_u64(), general_draws.next_u64(), "point {i}, probe {x:?}");
                 }
                 for group in f.trees.chunks(4) {
                     for (tree, r) in group.iter().zip(Tree::ranks::<4>(group, &x).into_iter().flatten()) {

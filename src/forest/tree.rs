@@ -730,15 +730,28 @@ impl Tree {
         descent: &Descent,
         lo: &mut Vec<f32>,
         hi: &mut Vec<f32>,
+        rng: Option<&mut Rng>,
+    ) -> (f64, Option<Placement>) {
+        match (x, self.leaves.is_empty()) {
+            ([only], false) => self.walk_1d(*only, store, descent, rng),
+            _ => self.walk_boxes(x, store, descent, lo, hi, rng),
+        }
+    }
+
+    /// [`Tree::walk`] over boxes of any number of dimensions.
+    pub(crate) fn walk_boxes(
+        &self,
+        x: &[f32],
+        store: &PointStore,
+        descent: &Descent,
+        lo: &mut Vec<f32>,
+        hi: &mut Vec<f32>,
         mut rng: Option<&mut Rng>,
     ) -> (f64, Option<Placement>) {
         let n = self.leaves.len();
         if n == 0 {
             let first = Placement { lo: 0, hi: 0, level: 0, dim: DUPLICATE, cut: 0.0, right: true };
             return (0.0, rng.map(|_| first));
-        }
-        if let ([only], None) = (x, &rng) {
-            return (self.score_1d(*only, store, descent), None);
         }
         let (a, b) = descent.leaf;
         let path = descent.path();
@@ -776,12 +789,18 @@ impl Tree {
         (score * normalizer(n), placement)
     }
 
-    /// [`Tree::walk`] without a placement for a one-dimensional point, bit for bit the
-    /// same score. Most trees only score a point, and in one dimension every cut splits
-    /// by value, so the leaves are sorted and a subtree's box is its first and last
-    /// leaf: two scalars in registers instead of the general walk's box vectors.
+    /// [`Tree::walk_boxes`] for a one-dimensional point, bit for bit the same score and
+    /// placement. In one dimension every cut splits by value, so the leaves are sorted
+    /// and a subtree's box is its first and last leaf: two scalars in registers instead
+    /// of box vectors, and one leaf read per level instead of a sibling's two ends.
     #[inline]
-    fn score_1d(&self, x: f32, store: &PointStore, descent: &Descent) -> f64 {
+    fn walk_1d(
+        &self,
+        x: f32,
+        store: &PointStore,
+        descent: &Descent,
+        mut rng: Option<&mut Rng>,
+    ) -> (f64, Option<Placement>) {
         let n = self.leaves.len();
         let value = |i: usize| store.point(self.leaves[i])[0];
         let (a, b) = descent.leaf;
@@ -789,30 +808,55 @@ impl Tree {
         let leaf = value(a);
         if leaf == x {
             let mass = b - a + 1;
-            return damp(mass, n) * score_seen(path.len(), mass) * normalizer(n);
+            let score = damp(mass, n) * score_seen(path.len(), mass) * normalizer(n);
+            let joined = Placement { lo: a, hi: b, level: path.len(), dim: DUPLICATE, cut: x, right: true };
+            return (score, rng.map(|_| joined));
         }
         // Say x lies above its leaf run a..=b. At the node between leaves b and b + 1,
         // an ancestor of the run, x went left, so x <= its cut < value(b + 1): every
         // box reaching past b holds x. The walk visits only the boxes below that node,
         // which all end at b: their upper end is the leaf itself and x's distance
         // outside them is the same, and only their lower ends are read. Below the run,
-        // the mirror image. The arithmetic is the general walk's, so the score is the
-        // same to the bit.
-        let mut score = score_unseen(path.len());
+        // the mirror image. The arithmetic is the general walk's (a cut drawn over
+        // box ∪ x, from its lower end), so score and placement are the same to the bit.
         let up = x > leaf;
         let outside = f64::from(if up { x - leaf } else { leaf - x });
+        let cut_on = |far: f32, merged: f64, rng: &mut Rng| {
+            let r = rng.next_f64() * merged;
+            let (low, high) = if up { (far, x) } else { (x, far) };
+            let span = f64::from(high) - f64::from(low);
+            let cut = (f64::from(low) + r.min(span)) as f32;
+            // Separates if the cut falls between the box and x.
+            let separates = if up { leaf <= cut && cut < x } else { x <= cut && cut < leaf };
+            separates.then_some(cut)
+        };
+        let mut score = score_unseen(path.len());
+        // At the leaf the box is a single point, so a cut always separates x (the
+        // fallback only covers rounding at the ends of a range).
+        let mut placement = rng.as_deref_mut().map(|rng| {
+            let cut = cut_on(leaf, outside, rng).unwrap_or(if up { leaf } else { x });
+            Placement { lo: a, hi: b, level: path.len(), dim: 0, cut, right: up }
+        });
         for (level, node) in path.iter().enumerate().rev() {
             let (first, last) = node.range();
             let ends_at_run = if up { last == b } else { first == a };
             if !ends_at_run {
                 break;
             }
-            let span = if up { leaf - value(first) } else { value(last) - leaf };
+            // The box's end away from x (sorted leaves: the general walk's running
+            // minimum or maximum, up to the sign of a zero, which changes no sum here).
+            let far = if up { value(first) } else { value(last) };
+            let span = if up { leaf - far } else { far - leaf };
             let merged = f64::from(span) + outside;
             let p = outside / merged;
             score = (1.0 - p) * score + p * score_unseen(level);
+            if let Some(rng) = rng.as_deref_mut() {
+                if let Some(cut) = cut_on(far, merged, rng) {
+                    placement = Some(Placement { lo: first, hi: last, level, dim: 0, cut, right: up });
+                }
+            }
         }
-        score * normalizer(n)
+        (score * normalizer(n), placement)
     }
 
     /// [`Tree::score`] of a one-dimensional point, bit for bit the same, without a
@@ -822,7 +866,7 @@ impl Tree {
     /// steps whose loads the core overlaps across trees (see [`Tree::ranks`]), where a
     /// descent waits on each of its ten or so levels in turn.
     ///
-    /// The walk ([`Tree::score_1d`]) then visits the ancestors of x's run that end where
+    /// The walk (as [`Tree::walk_1d`]'s) then visits the ancestors of x's run that end where
     /// the run ends on x's side, deepest first. Say x lies above the run a..=b: they are
     /// the ancestors deeper than node b (x's path turns left there, and every box above
     /// holds x), which lie to the left of a, each the nearest node shallower than the
