@@ -354,16 +354,16 @@ impl Forest {
             for (lane, tree) in group.iter().enumerate() {
                 let accepts = tree.accepts(t, sample_size);
                 let Scratch { descent, lanes, lo, hi, saved_paths, .. } = &mut scratch;
-                let (score, placement) = if let (Some(ranks), false) = (ranks, accepts) {
-                    (Some(tree.score_ranked(x[0], ranks[lane], &self.store)), None)
+                let (score, placement) = if let Some(ranks) = ranks {
+                    tree.prepare_ranked(x[0], ranks[lane], ready, accepts, &self.store)
                 } else if together.is_some() {
                     tree.prepare_descended(x, ready, accepts, &self.store, &lanes[lane], lo, hi)
                 } else {
                     tree.prepare(x, ready, accepts, &self.store, descent, lo, hi)
                 };
                 if let Some(placement) = placement {
-                    // (An empty tree did not descend; its insert reads nothing of the
-                    // descent saved for it.)
+                    // (Empty and one-dimensional trees did not descend; their inserts
+                    // read nothing of the descent saved for them.)
                     let descended = if together.is_some() { &lanes[lane] } else { &*descent };
                     pending.push((g * group_size + lane, placement, descended.save(saved_paths)));
                 }
@@ -485,8 +485,18 @@ impl Forest {
     /// forest that scores every later point bit for bit the same.
     pub fn snapshot(&self) -> Result<Vec<u8>, ForestError> {
         let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        // One-dimensional trees keep their shape as levels, which snapshots leave out:
+        // they carry it as pointers, like every tree.
+        let mut relinked;
+        let forest = if self.params.dimensions == 1 {
+            relinked = self.clone();
+            relinked.trees.iter_mut().for_each(Tree::relink);
+            &relinked
+        } else {
+            self
+        };
         bincode::DefaultOptions::new()
-            .serialize_into(&mut bytes, self)
+            .serialize_into(&mut bytes, forest)
             .map_err(|e| ForestError::Snapshot(e.to_string()))?;
         Ok(bytes)
     }
@@ -576,7 +586,7 @@ fn learn_trees(
                 if let Some(ranks) = point.scored.then(|| Tree::ranks::<SEARCHED_TOGETHER>(group, x)).flatten() {
                     for (tree, r) in group.iter_mut().zip(ranks) {
                         *sum += if tree.accepts(t, params.sample_size) {
-                            tree.learn(t, x, reference, true, params, store, scratch).unwrap_or(0.0)
+                            tree.learn_ranked(t, x[0], r, reference, params, store, scratch)
                         } else {
                             tree.score_ranked(x[0], r, store)
                         };

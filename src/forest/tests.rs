@@ -7,7 +7,7 @@ use proptest::test_runner::RngSeed;
 
 use super::rng::Rng;
 use super::store::PointStore;
-use super::tree::{ordered, Scratch, Tree, LANES};
+use super::tree::{ordered, Placement, Scratch, Tree, LANES};
 use super::{Forest, ForestConfig, ForestError};
 
 fn forest(features: usize, shingle_size: usize, trees: usize, sample_size: usize, seed: u64) -> Forest {
@@ -50,6 +50,21 @@ fn seed_scenario(n: usize, seed: u64) -> (Vec<f32>, Vec<bool>) {
             }
         })
         .unzip()
+}
+
+/// Where `tree` would put `x` with the draws of `rng`: found by a descent, or in a
+/// one-dimensional tree (which is not descended) where x falls among the cuts.
+fn place(tree: &Tree, x: &[f32], store: &PointStore, scratch: &mut Scratch, rng: &mut Rng) -> Placement {
+    let Scratch { descent, lo, hi, .. } = scratch;
+    let placed = if let ([only], true) = (x, tree.one_dimensional()) {
+        tree.walk_ranked(*only, tree.rank(*only), store, Some(rng)).1
+    } else {
+        if tree.mass() > 0 {
+            tree.descend(x, descent);
+        }
+        tree.walk(x, store, descent, lo, hi, Some(rng)).1
+    };
+    placed.expect("a placement when asked")
 }
 
 fn check_all(forest: &Forest) -> Result<(), String> {
@@ -117,19 +132,12 @@ proptest! {
             let p = [(rng.next_u64() % u64::from(levels)) as f32, (rng.next_u64() % 7) as f32];
             store.push(&p[..dims]);
             let x = store.point(i as u32).to_vec();
-            let mut draw = rng.clone();
-            let mut descent = scratch.descent.clone();
-            if !tree.leaves.is_empty() {
-                tree.descend(&x, &mut descent);
-            }
-            let (_, placement) = tree.walk(&x, &store, &descent, &mut scratch.lo, &mut scratch.hi, Some(&mut draw));
-            rng = draw;
-            let placement = placement.expect("a placement when asked");
+            let placement = place(&tree, &x, &store, &mut scratch, &mut rng);
             if i < n {
-                tree.insert(placement, &descent, i as u32, i as f32);
+                tree.insert(placement, &scratch.descent, i as u32, i as f32);
             } else {
                 let before = (tree.shape(), tree.keys.clone());
-                tree.insert(placement, &descent, i as u32, -1.0);
+                tree.insert(placement, &scratch.descent, i as u32, -1.0);
                 tree.refresh_max_key();
                 prop_assert!(tree.check(&store, 64).is_ok(), "{:?}", tree.check(&store, 64));
                 let at = tree.leaves.iter().position(|&r| r == i as u32).expect("inserted leaf");
@@ -151,14 +159,9 @@ fn eviction_takes_the_largest_key_and_keeps_every_other_sample_with_its_key() {
     for i in 0..200u32 {
         store.push(&[(rng.next_u64() % 5) as f32]);
         let x = store.point(i).to_vec();
-        if !tree.leaves.is_empty() {
-            tree.descend(&x, &mut scratch.descent);
-        }
-        let mut draw = rng.clone();
-        let (_, placement) = tree.walk(&x, &store, &scratch.descent, &mut scratch.lo, &mut scratch.hi, Some(&mut draw));
-        rng = draw;
+        let placement = place(&tree, &x, &store, &mut scratch, &mut rng);
         let key = rng.next_f64() as f32;
-        tree.insert(placement.expect("a placement when asked"), &scratch.descent, i, key);
+        tree.insert(placement, &scratch.descent, i, key);
     }
     tree.refresh_max_key();
     let mut samples: Vec<(u32, u32)> = tree.leaves.iter().zip(&tree.keys).map(|(&r, k)| (r, k.to_bits())).collect();
@@ -524,10 +527,10 @@ fn judging_keeps_little_more_memory_than_learning_once_the_samples_are_full() {
 
 #[test]
 fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
-    // Trees take shortcuts (the search over the cuts, or the one-dimensional walk after
-    // a descent, which also places the point); all must give the general walk's score,
-    // and the one-dimensional walk its placement, from the same draws. Integer values make
-    // long runs of duplicates; the signed reals hold both zeros.
+    // One-dimensional trees search their cuts instead of descending and walk their
+    // levels instead of a path: they must give the general walk's score (on the same
+    // tree with its pointers set), and the same placement from the same draws. Integer
+    // values make long runs of duplicates; the signed reals hold both zeros.
     let (integers, _) = seed_scenario(3_000, 17);
     let mut rng = Rng::new(23);
     let reals: Vec<f32> = (0..3_000)
@@ -544,21 +547,20 @@ fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
         let mut f = forest(1, 1, 20, 64, 5);
         let mut scratch = Scratch::new(1);
         for (i, &v) in values.iter().enumerate() {
+            let linked: Vec<Tree> = f.trees.iter().map(Tree::relinked).collect();
             // Points on samples (duplicates), between them and outside the range.
             let probes = [v, -v, v + 0.5, 150.0 * rng.next_f64() as f32 - 20.0];
             for x in probes.map(|p| [p]) {
-                for tree in &f.trees {
+                for (tree, linked) in f.trees.iter().zip(&linked) {
                     if tree.mass() == 0 {
                         continue;
                     }
                     let Scratch { descent, lo, hi, .. } = &mut scratch;
-                    tree.descend(&x, descent);
-                    let walked = tree.walk(&x, &f.store, descent, lo, hi, None).0;
+                    linked.descend(&x, descent);
                     let (mut draws, mut general_draws) = (rng.clone(), rng.clone());
-                    let placed = tree.walk(&x, &f.store, descent, lo, hi, Some(&mut draws));
-                    let general = tree.walk_boxes(&x, &f.store, descent, lo, hi, Some(&mut general_draws));
+                    let general = linked.walk(&x, &f.store, descent, lo, hi, Some(&mut general_draws));
+                    let placed = tree.walk_ranked(x[0], tree.rank(x[0]), &f.store, Some(&mut draws));
                     let searched = tree.score_sorted(x[0], &f.store);
-                    assert_eq!(walked.to_bits(), general.0.to_bits(), "point {i}, probe {x:?}");
                     assert_eq!(placed.0.to_bits(), general.0.to_bits(), "point {i}, probe {x:?}");
                     assert_eq!(searched.to_bits(), general.0.to_bits(), "point {i}, probe {x:?}");
                     // The same placement (Debug tells the cut's zeros apart) from the same draws.
@@ -626,7 +628,9 @@ fn trees_descended_together_take_the_paths_they_take_alone() {
             }
             let mut x = f.store.shingle_prefix().to_vec();
             x.push([v, v + 0.5, 150.0 * rng.next_f64() as f32 - 20.0][i % 3]);
-            for group in f.trees.chunks_exact(LANES) {
+            // (One-dimensional trees only descend with their pointers set.)
+            let linked: Vec<Tree> = f.trees.iter().map(Tree::relinked).collect();
+            for group in linked.chunks_exact(LANES) {
                 let group = <&[Tree; LANES]>::try_from(group).expect("whole groups");
                 Tree::descend_lanes(group, &x, &mut together);
                 for (lane, tree) in group.iter().enumerate() {
@@ -635,5 +639,47 @@ fn trees_descended_together_take_the_paths_they_take_alone() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn one_dimensional_trees_learn_as_trees_with_pointers_do() {
+    // A one-dimensional tree keeps its shape as levels and is searched, not descended;
+    // the same tree kept the general way (pointers, descents) must take and evict the
+    // same samples to the same places, through runs of duplicates, both zeros and
+    // neighbouring floats, and its pointers must be the ones the levels give.
+    let (integers, _) = seed_scenario(2_000, 61);
+    let mut rng = Rng::new(67);
+    let reals: Vec<f32> =
+        (0..2_000).map(|i| if i % 40 == 0 { -0.0 } else { (rng.next_f64() * 8.0 - 4.0) as f32 }).collect();
+    let ulps: Vec<f32> = (0..2_000).map(|_| 1.0e6 + 0.0625 * (rng.next_u64() % 4) as f32).collect();
+    let params = forest(1, 1, 1, 64, 1).params.clone();
+    for values in [integers, reals, ulps] {
+        let mut store = PointStore::new(1, 1);
+        let (mut sorted, mut general) = (Tree::new(64, 71, true), Tree::new(64, 71, false));
+        let (mut scratch, mut general_scratch) = (Scratch::new(1), Scratch::new(1));
+        for (i, &v) in values.iter().enumerate() {
+            store.push(&[v]);
+            let (t, x) = (i as u64 + 1, [v]);
+            let accepts = sorted.accepts(t, 64);
+            assert_eq!(accepts, general.accepts(t, 64), "point {i}");
+            let Scratch { descent, lo, hi, delete_path, .. } = &mut scratch;
+            let (score, pending) = sorted.prepare(&x, true, accepts, &store, descent, lo, hi);
+            if let Some(pending) = pending {
+                sorted.commit(t, pending, descent, i as u32, &params, delete_path);
+            }
+            let Scratch { descent, lo, hi, delete_path, .. } = &mut general_scratch;
+            let (general_score, pending) = general.prepare(&x, true, accepts, &store, descent, lo, hi);
+            if let Some(pending) = pending {
+                general.commit(t, pending, descent, i as u32, &params, delete_path);
+            }
+            assert_eq!(score.map(f64::to_bits), general_score.map(f64::to_bits), "point {i}");
+            let (leaves, nodes, root, _) = sorted.relinked().shape();
+            let (general_leaves, general_nodes, general_root, _) = general.shape();
+            assert_eq!((leaves, root), (general_leaves, general_root), "point {i}");
+            assert_eq!(format!("{nodes:?}"), format!("{general_nodes:?}"), "point {i}");
+            assert_eq!(sorted.keys, general.keys, "point {i}");
+        }
+        assert_eq!(sorted.check(&store, 64), Ok(()));
     }
 }

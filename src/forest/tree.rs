@@ -13,6 +13,11 @@
 //!
 //! Duplicate points are separate leaves joined by nodes whose cut dimension is
 //! [`DUPLICATE`]: together they act as one leaf of mass > 1, as in the paper.
+//!
+//! A one-dimensional tree keeps no pointers: its leaves and cuts are sorted, so a point
+//! is placed by a search over the cuts, and its shape is each node's depth (`levels`),
+//! which insert and delete keep without a path. [`Tree::relink`] sets the pointers
+//! from the depths for snapshots and the rare walks that descend.
 
 use std::hint::select_unpredictable;
 
@@ -112,7 +117,8 @@ pub(crate) struct Tree {
     pub(crate) leaves: Vec<u32>,
     /// Reservoir-sampling keys, parallel to `leaves` (see `sampler`).
     pub(crate) keys: Vec<f32>,
-    /// Node i sits between leaf i and leaf i + 1.
+    /// Node i sits between leaf i and leaf i + 1. (A one-dimensional tree's pointers
+    /// and root are only set by [`Tree::relink`].)
     nodes: Vec<Node>,
     /// Index of the root node (when there are two leaves or more).
     root: u16,
@@ -177,6 +183,11 @@ pub(crate) struct Placement {
     dim: u8,
     cut: f32,
     right: bool,
+}
+
+impl Placement {
+    /// The first point of an empty tree.
+    const FIRST: Placement = Placement { lo: 0, hi: 0, level: 0, dim: DUPLICATE, cut: 0.0, right: true };
 }
 
 /// Where a point's descent through one tree ended: the leaves it reached (a run of
@@ -442,6 +453,45 @@ impl Tree {
         }
     }
 
+    /// Sets a one-dimensional tree's pointers and root from its levels, which are all
+    /// such a tree keeps up to date (it is searched, not descended, and insert and
+    /// delete read the levels): for snapshots, and for the rare walks that descend.
+    /// A node's parent is the deeper of the nearest shallower nodes on either side.
+    pub(crate) fn relink(&mut self) {
+        if !self.one_dimensional {
+            return;
+        }
+        let level = |g: usize| self.levels[g + 1];
+        let mut links = vec![(0usize, 0usize); self.nodes.len()];
+        // Nodes whose right subtree is still open, shallowest first.
+        let mut open: Vec<usize> = Vec::with_capacity(64);
+        for gap in 0..self.nodes.len() {
+            // The deeper open nodes end here; the shallowest of them is this one's left child.
+            let mut left = None;
+            while open.last().is_some_and(|&top| level(top) > level(gap)) {
+                left = open.pop();
+            }
+            links[gap].0 = left.map_or(0, |child| gap - child);
+            if let Some(&parent) = open.last() {
+                links[parent].1 = gap - parent;
+            }
+            open.push(gap);
+        }
+        for (node, (left, right)) in self.nodes.iter_mut().zip(links) {
+            node.set_left(left);
+            node.set_right(right);
+        }
+        self.root = open.first().map_or(0, |&root| root as u16);
+    }
+
+    /// A copy of this tree with its pointers set (see [`Tree::relink`]).
+    #[cfg(test)]
+    pub(crate) fn relinked(&self) -> Tree {
+        let mut tree = self.clone();
+        tree.relink();
+        tree
+    }
+
     pub(crate) fn one_dimensional(&self) -> bool {
         self.one_dimensional
     }
@@ -450,7 +500,8 @@ impl Tree {
         self.leaves.len()
     }
 
-    /// Routes `x` from the root to its leaves. The tree must not be empty.
+    /// Routes `x` from the root to its leaves. The tree must not be empty, nor
+    /// one-dimensional unless [`Tree::relink`]ed.
     pub(crate) fn descend(&self, x: &[f32], descent: &mut Descent) {
         descent.depth = 0;
         descent.run_root = None;
@@ -730,28 +781,11 @@ impl Tree {
         descent: &Descent,
         lo: &mut Vec<f32>,
         hi: &mut Vec<f32>,
-        rng: Option<&mut Rng>,
-    ) -> (f64, Option<Placement>) {
-        match (x, self.leaves.is_empty()) {
-            ([only], false) => self.walk_1d(*only, store, descent, rng),
-            _ => self.walk_boxes(x, store, descent, lo, hi, rng),
-        }
-    }
-
-    /// [`Tree::walk`] over boxes of any number of dimensions.
-    pub(crate) fn walk_boxes(
-        &self,
-        x: &[f32],
-        store: &PointStore,
-        descent: &Descent,
-        lo: &mut Vec<f32>,
-        hi: &mut Vec<f32>,
         mut rng: Option<&mut Rng>,
     ) -> (f64, Option<Placement>) {
         let n = self.leaves.len();
         if n == 0 {
-            let first = Placement { lo: 0, hi: 0, level: 0, dim: DUPLICATE, cut: 0.0, right: true };
-            return (0.0, rng.map(|_| first));
+            return (0.0, rng.map(|_| Placement::FIRST));
         }
         let (a, b) = descent.leaf;
         let path = descent.path();
@@ -789,76 +823,6 @@ impl Tree {
         (score * normalizer(n), placement)
     }
 
-    /// [`Tree::walk_boxes`] for a one-dimensional point, bit for bit the same score and
-    /// placement. In one dimension every cut splits by value, so the leaves are sorted
-    /// and a subtree's box is its first and last leaf: two scalars in registers instead
-    /// of box vectors, and one leaf read per level instead of a sibling's two ends.
-    #[inline]
-    fn walk_1d(
-        &self,
-        x: f32,
-        store: &PointStore,
-        descent: &Descent,
-        mut rng: Option<&mut Rng>,
-    ) -> (f64, Option<Placement>) {
-        let n = self.leaves.len();
-        let value = |i: usize| store.point(self.leaves[i])[0];
-        let (a, b) = descent.leaf;
-        let path = descent.path();
-        let leaf = value(a);
-        if leaf == x {
-            let mass = b - a + 1;
-            let score = damp(mass, n) * score_seen(path.len(), mass) * normalizer(n);
-            let joined = Placement { lo: a, hi: b, level: path.len(), dim: DUPLICATE, cut: x, right: true };
-            return (score, rng.map(|_| joined));
-        }
-        // Say x lies above its leaf run a..=b. At the node between leaves b and b + 1,
-        // an ancestor of the run, x went left, so x <= its cut < value(b + 1): every
-        // box reaching past b holds x. The walk visits only the boxes below that node,
-        // which all end at b: their upper end is the leaf itself and x's distance
-        // outside them is the same, and only their lower ends are read. Below the run,
-        // the mirror image. The arithmetic is the general walk's (a cut drawn over
-        // box ∪ x, from its lower end), so score and placement are the same to the bit.
-        let up = x > leaf;
-        let outside = f64::from(if up { x - leaf } else { leaf - x });
-        let cut_on = |far: f32, merged: f64, rng: &mut Rng| {
-            let r = rng.next_f64() * merged;
-            let (low, high) = if up { (far, x) } else { (x, far) };
-            let span = f64::from(high) - f64::from(low);
-            let cut = (f64::from(low) + r.min(span)) as f32;
-            // Separates if the cut falls between the box and x.
-            let separates = if up { leaf <= cut && cut < x } else { x <= cut && cut < leaf };
-            separates.then_some(cut)
-        };
-        let mut score = score_unseen(path.len());
-        // At the leaf the box is a single point, so a cut always separates x (the
-        // fallback only covers rounding at the ends of a range).
-        let mut placement = rng.as_deref_mut().map(|rng| {
-            let cut = cut_on(leaf, outside, rng).unwrap_or(if up { leaf } else { x });
-            Placement { lo: a, hi: b, level: path.len(), dim: 0, cut, right: up }
-        });
-        for (level, node) in path.iter().enumerate().rev() {
-            let (first, last) = node.range();
-            let ends_at_run = if up { last == b } else { first == a };
-            if !ends_at_run {
-                break;
-            }
-            // The box's end away from x (sorted leaves: the general walk's running
-            // minimum or maximum, up to the sign of a zero, which changes no sum here).
-            let far = if up { value(first) } else { value(last) };
-            let span = if up { leaf - far } else { far - leaf };
-            let merged = f64::from(span) + outside;
-            let p = outside / merged;
-            score = (1.0 - p) * score + p * score_unseen(level);
-            if let Some(rng) = rng.as_deref_mut() {
-                if let Some(cut) = cut_on(far, merged, rng) {
-                    placement = Some(Placement { lo: first, hi: last, level, dim: 0, cut, right: up });
-                }
-            }
-        }
-        (score * normalizer(n), placement)
-    }
-
     /// [`Tree::score`] of a one-dimensional point, bit for bit the same, without a
     /// descent. In one dimension the leaves are sorted, and so are the cuts: node i's
     /// lies between leaves i and i + 1 (a duplicate node's is its run's value). So the
@@ -866,7 +830,7 @@ impl Tree {
     /// steps whose loads the core overlaps across trees (see [`Tree::ranks`]), where a
     /// descent waits on each of its ten or so levels in turn.
     ///
-    /// The walk (as [`Tree::walk_1d`]'s) then visits the ancestors of x's run that end where
+    /// The walk ([`Tree::walk_ranked`]) then visits the ancestors of x's run that end where
     /// the run ends on x's side, deepest first. Say x lies above the run a..=b: they are
     /// the ancestors deeper than node b (x's path turns left there, and every box above
     /// holds x), which lie to the left of a, each the nearest node shallower than the
@@ -874,14 +838,16 @@ impl Tree {
     /// `levels`, scanned leftwards from a, gives each one's depth and first leaf. Below
     /// the run, the mirror image.
     pub(crate) fn score_sorted(&self, x: f32, store: &PointStore) -> f64 {
-        if self.leaves.is_empty() {
-            return 0.0;
-        }
+        self.score_ranked(x, self.rank(x), store)
+    }
+
+    /// Where a one-dimensional `x` falls in this tree (see [`Rank`]).
+    pub(crate) fn rank(&self, x: f32) -> Rank {
         let key = ordered(x);
         let below = cuts_where(&self.nodes, |cut| cut < key);
         let on_run = self.nodes.get(below).is_some_and(|node| node.dim() == DUPLICATE);
         let through = if on_run { cuts_where(&self.nodes, |cut| cut <= key) } else { below };
-        self.score_ranked(x, Rank { below, through }, store)
+        Rank { below, through }
     }
 
     /// Where a one-dimensional `x` falls in each of `trees` (see [`Tree::score_sorted`]),
@@ -908,7 +874,25 @@ impl Tree {
 
     /// [`Tree::score_sorted`] of `x` where it falls, `rank` (see [`Rank`]).
     pub(crate) fn score_ranked(&self, x: f32, rank: Rank, store: &PointStore) -> f64 {
+        self.walk_ranked(x, rank, store, None).0
+    }
+
+    /// [`Tree::score_ranked`], and with `rng` also where inserting `x` would put it:
+    /// a cut drawn over box ∪ x at each node the walk visits, the highest that
+    /// separates x kept, as [`Tree::walk`] draws them on a descent, so the same draws
+    /// give the same placement. Pass it to [`Tree::insert`].
+    #[inline(always)]
+    pub(crate) fn walk_ranked(
+        &self,
+        x: f32,
+        rank: Rank,
+        store: &PointStore,
+        mut rng: Option<&mut Rng>,
+    ) -> (f64, Option<Placement>) {
         let n = self.leaves.len();
+        if n == 0 {
+            return (0.0, rng.map(|_| Placement::FIRST));
+        }
         let (nodes, levels) = (&self.nodes[..], &self.levels[..]);
         let gaps = nodes.len();
         let value = |i: usize| store.point(self.leaves[i])[0];
@@ -935,13 +919,32 @@ impl Tree {
         let leaf_depth = before.max(after);
         if leaf == x {
             let mass = b - a + 1;
-            return damp(mass, n) * score_seen(leaf_depth.into(), mass) * normalizer(n);
+            let score = damp(mass, n) * score_seen(leaf_depth.into(), mass) * normalizer(n);
+            // x joins the run: no cut can separate it. The node's cut is the run's value.
+            let joined = Placement { lo: a, hi: b, level: leaf_depth.into(), dim: DUPLICATE, cut: x, right: true };
+            return (score, rng.map(|_| joined));
         }
         let mut score = score_unseen(leaf_depth.into());
         // Distances as the walk takes them (x - leaf above the run, leaf - x below):
         // a difference and its negation round alike, so the absolute value is the same.
         let outside = f64::from((x - leaf).abs());
         let up = x > leaf;
+        // A cut over box ∪ x, from its lower end, as `draw_cut` takes it in one
+        // dimension; `far` is the box's end away from x. Some if it separates x.
+        let cut_on = |far: f32, merged: f64, rng: &mut Rng| {
+            let r = rng.next_f64() * merged;
+            let (low, high) = if up { (far, x) } else { (x, far) };
+            let span = f64::from(high) - f64::from(low);
+            let cut = (f64::from(low) + r.min(span)) as f32;
+            let separates = if up { leaf <= cut && cut < x } else { x <= cut && cut < leaf };
+            separates.then_some(cut)
+        };
+        // At the leaf the box is a single point, so a cut always separates x (the
+        // fallback only covers rounding at the ends of a range).
+        let mut placement = rng.as_deref_mut().map(|rng| {
+            let cut = cut_on(leaf, outside, rng).unwrap_or(if up { leaf } else { x });
+            Placement { lo: a, hi: b, level: leaf_depth.into(), dim: 0, cut, right: up }
+        });
         let step = if up { usize::MAX } else { 1 };
         let stop = if up { after } else { before };
         let (mut at, mut level) = if up { (a, before) } else { (b + 1, after) };
@@ -953,13 +956,21 @@ impl Tree {
                 edge = edge.wrapping_add(step);
             }
             let end = if up { edge } else { edge - 1 };
-            let span = (value(end) - leaf).abs();
+            let far = value(end);
+            let span = (far - leaf).abs();
             let merged = f64::from(span) + outside;
             let p = outside / merged;
-            score = (1.0 - p) * score + p * score_unseen(usize::from(level) - 1);
+            let depth = usize::from(level) - 1;
+            score = (1.0 - p) * score + p * score_unseen(depth);
+            if let Some(rng) = rng.as_deref_mut() {
+                if let Some(cut) = cut_on(far, merged, rng) {
+                    let (lo, hi) = if up { (end, b) } else { (a, end) };
+                    placement = Some(Placement { lo, hi, level: depth, dim: 0, cut, right: up });
+                }
+            }
             (at, level) = (edge, levels[edge]);
         }
-        score * normalizer(n)
+        (score * normalizer(n), placement)
     }
 
     /// Whether this tree's sampler keeps the point arriving at time `t`.
@@ -988,6 +999,26 @@ impl Tree {
             self.commit(t, pending, descent, reference, params, delete_path);
         }
         score
+    }
+
+    /// [`Tree::learn`] of a scored one-dimensional point that this tree accepts, where
+    /// it falls (`rank`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn learn_ranked(
+        &mut self,
+        t: u64,
+        x: f32,
+        rank: Rank,
+        reference: u32,
+        params: &ForestParams,
+        store: &PointStore,
+        scratch: &mut Scratch,
+    ) -> f64 {
+        let (score, pending) = self.prepare_ranked(x, rank, true, true, store);
+        if let Some(pending) = pending {
+            self.commit(t, pending, &scratch.descent, reference, params, &mut scratch.delete_path);
+        }
+        score.unwrap_or(0.0)
     }
 
     /// [`Tree::learn`] of a scored point on the descent of lane `lane` (see
@@ -1030,13 +1061,32 @@ impl Tree {
         if !(accepts || scored) {
             return (None, None);
         }
-        if let ([only], false, true) = (x, accepts, self.one_dimensional) {
-            return (Some(self.score_sorted(*only, store)), None);
+        if let ([only], true) = (x, self.one_dimensional) {
+            return self.prepare_ranked(*only, self.rank(*only), scored, accepts, store);
         }
         if self.mass() > 0 {
             self.descend(x, descent);
         }
         self.prepare_descended(x, scored, accepts, store, descent, lo, hi)
+    }
+
+    /// [`Tree::prepare`] of a one-dimensional `x` in a one-dimensional tree, where it
+    /// falls (`rank`): no descent.
+    #[inline]
+    pub(crate) fn prepare_ranked(
+        &self,
+        x: f32,
+        rank: Rank,
+        scored: bool,
+        accepts: bool,
+        store: &PointStore,
+    ) -> (Option<f64>, Option<Pending>) {
+        if !accepts {
+            return (Some(self.score_ranked(x, rank, store)), None);
+        }
+        let mut rng = self.rng.clone();
+        let (score, placement) = self.walk_ranked(x, rank, store, Some(&mut rng));
+        (scored.then_some(score), Some(Pending { placement, rng }))
     }
 
     /// [`Tree::prepare`] on a descent already made.
@@ -1105,7 +1155,8 @@ impl Tree {
     }
 
     /// Inserts point `reference` (with sampler key `key`) where `placement` says;
-    /// `descent` must be the one the placement was chosen on.
+    /// `descent` must be the one the placement was chosen on (a one-dimensional tree
+    /// reads none: see [`Tree::walk_ranked`]).
     pub(crate) fn insert(&mut self, placement: Placement, descent: &Descent, reference: u32, key: f32) {
         if self.leaves.is_empty() {
             self.leaves.push(reference);
@@ -1113,13 +1164,24 @@ impl Tree {
             return;
         }
         let Placement { lo, hi, level, dim, cut, right } = placement;
+        let gap = if right { hi } else { lo };
+        let leaf = if right { hi + 1 } else { lo };
+        self.leaves.insert(leaf, reference);
+        self.keys.insert(leaf, key);
+        if self.one_dimensional {
+            // Levels alone say the shape: the subtree goes one level down, under the new
+            // node at its place.
+            self.nodes.insert(gap, Node::new(dim, cut, 0, 0));
+            self.levels[lo + 1..hi + 1].iter_mut().for_each(|d| *d += 1);
+            self.levels.insert(gap + 1, level as u16 + 1);
+            return;
+        }
         let path = &descent.path()[..level];
         // The subtree the new node goes above: a path node, a duplicate run, or a leaf.
         let subtree = match descent.path().get(level) {
             Some(node) => Some(node.gap()),
             None => descent.run_root,
         };
-        let gap = if right { hi } else { lo };
         // Node indices at or after the new gap move one place right.
         let moved = |g: usize| if g >= gap { g + 1 } else { g };
         let node = match subtree {
@@ -1128,15 +1190,7 @@ impl Tree {
             Some(s) => Node::new(dim, cut, 0, moved(s) - gap),
         };
         self.root = if level == 0 { gap as u16 } else { moved(self.root as usize) as u16 };
-        let leaf = if right { hi + 1 } else { lo };
-        self.leaves.insert(leaf, reference);
-        self.keys.insert(leaf, key);
         self.nodes.insert(gap, node);
-        if self.one_dimensional {
-            // The subtree goes one level down, under the new node at its place.
-            self.levels[lo + 1..hi + 1].iter_mut().for_each(|d| *d += 1);
-            self.levels.insert(gap + 1, level as u16 + 1);
-        }
         // Re-point the path, in the new numbering, down to the new node.
         for (j, parent) in path.iter().enumerate() {
             let child = path.get(j + 1).map_or(gap, |c| moved(c.gap()));
@@ -1161,6 +1215,10 @@ impl Tree {
         if n == 1 {
             return;
         }
+        if self.one_dimensional {
+            self.delete_by_levels(i);
+            return;
+        }
         // Find the leaf by position: the path of nodes above it.
         path.clear();
         let (mut lo, mut hi) = (0, n - 1);
@@ -1178,13 +1236,6 @@ impl Tree {
         };
         let parent = last.gap();
         let node = self.nodes[parent];
-        if self.one_dimensional {
-            // The sibling subtree moves up a level, into the parent's place.
-            let (lo, hi) = last.range();
-            let sibling_gaps = if i <= parent { parent + 2..hi + 1 } else { lo + 1..parent + 1 };
-            self.levels[sibling_gaps].iter_mut().for_each(|d| *d -= 1);
-            self.levels.remove(parent + 1);
-        }
         // The sibling: a node index, or None for a leaf.
         let sibling = if i <= parent {
             (node.right() != 0).then(|| parent + node.right())
@@ -1214,6 +1265,33 @@ impl Tree {
         }
     }
 
+    /// [`Tree::delete`]'s second half in a one-dimensional tree, leaf `i` already gone
+    /// from `leaves`: its parent is the deeper of the nodes beside it, and the sibling
+    /// subtree on the other side (the nodes deeper than the parent there) moves up a
+    /// level, into the parent's place.
+    fn delete_by_levels(&mut self, i: usize) {
+        let levels = &mut self.levels;
+        // Node g's level is levels[g + 1]: leaf i lies between levels[i] and levels[i + 1].
+        let (before, after) = (levels[i], levels[i + 1]);
+        if after > before {
+            let mut k = i + 2;
+            while levels[k] > after {
+                levels[k] -= 1;
+                k += 1;
+            }
+            levels.remove(i + 1);
+            self.nodes.remove(i);
+        } else {
+            let mut k = i - 1;
+            while levels[k] > before {
+                levels[k] -= 1;
+                k -= 1;
+            }
+            levels.remove(i);
+            self.nodes.remove(i - 1);
+        }
+    }
+
     /// Adds this tree's attribution of the score of `x` to `high` and `low`: the same
     /// walk as [`Tree::score`], with the probability of separation split by dimension
     /// and by side (x above the box: HIGH, below: LOW). The parts sum to the score.
@@ -1227,6 +1305,21 @@ impl Tree {
     ) {
         let n = self.leaves.len();
         if n == 0 {
+            return;
+        }
+        if let ([only], true) = (x, self.one_dimensional) {
+            // In one dimension x lies above or below every box it is outside of, so the
+            // whole score is HIGH or LOW (the general walk's sums, to the bit), or half
+            // each when x is a sample.
+            let (score, rank) = (self.score_sorted(*only, store), self.rank(*only));
+            let leaf = store.point(self.leaves[rank.below])[0];
+            let (up, down) = match leaf.partial_cmp(only) {
+                Some(std::cmp::Ordering::Less) => (score, 0.0),
+                Some(std::cmp::Ordering::Greater) => (0.0, score),
+                _ => (score / 2.0, score / 2.0),
+            };
+            high[0] += up;
+            low[0] += down;
             return;
         }
         let Scratch { descent, lo, hi, .. } = scratch;
@@ -1273,6 +1366,23 @@ impl Tree {
             return None;
         }
         let mut best: Option<(f64, f32, u32)> = None;
+        if let ([only], true) = (x, self.one_dimensional) {
+            // As the walk below reads a one-dimensional tree (which keeps no pointers):
+            // a run of duplicates counts as its first leaf; a known value leads to its
+            // own run, a missing one to every run, all as near.
+            let starts_run = |i: usize| i == 0 || self.nodes[i - 1].dim() != DUPLICATE;
+            if !only.is_nan() {
+                let mut i = self.rank(*only).below;
+                while !starts_run(i) {
+                    i -= 1;
+                }
+                return Some(self.leaves[i]);
+            }
+            let first = (0..self.leaves.len())
+                .filter(|&i| starts_run(i))
+                .min_by(|&i, &j| self.keys[i].total_cmp(&self.keys[j]));
+            return first.map(|i| self.leaves[i]);
+        }
         let mut stack = vec![(self.root as usize, 0usize, self.leaves.len() - 1)];
         while let Some((gap, lo, hi)) = stack.pop() {
             if lo < hi && self.nodes[gap].dim() != DUPLICATE {
@@ -1405,6 +1515,15 @@ impl Tree {
     /// duplicates are equal, and the sampler's keys are consistent.
     #[cfg(test)]
     pub(crate) fn check(&self, store: &PointStore, sample_size: usize) -> Result<(), String> {
+        if self.one_dimensional {
+            // Its pointers are derived from its levels, which the checks below compare.
+            return self.relinked().check_linked(store, sample_size);
+        }
+        self.check_linked(store, sample_size)
+    }
+
+    #[cfg(test)]
+    fn check_linked(&self, store: &PointStore, sample_size: usize) -> Result<(), String> {
         let n = self.leaves.len();
         if self.keys.len() != n || n > sample_size {
             return Err(format!("{n} leaves, {} keys, sample size {sample_size}", self.keys.len()));
