@@ -679,6 +679,22 @@ fn one_dimensional_trees_learn_as_trees_with_pointers_do() {
             assert_eq!((leaves, root), (general_leaves, general_root), "point {i}");
             assert_eq!(format!("{nodes:?}"), format!("{general_nodes:?}"), "point {i}");
             assert_eq!(sorted.keys, general.keys, "point {i}");
+            // Attribution and the nearest sample read the search in a 1-D tree.
+            for probe in [v, v + 0.5, -v - 1.0] {
+                let mut parts = [[0.0; 1]; 4];
+                let [high, low, general_high, general_low] = &mut parts;
+                sorted.attribution(&[probe], &store, &mut scratch, high, low);
+                general.attribution(&[probe], &store, &mut general_scratch, general_high, general_low);
+                let bits = parts.map(|p| p[0].to_bits());
+                assert_eq!((bits[0], bits[1]), (bits[2], bits[3]), "point {i}, probe {probe}");
+            }
+            for probe in [v, v + 0.5, f32::NAN] {
+                assert_eq!(
+                    sorted.nearest_known(&[probe], &store),
+                    general.nearest_known(&[probe], &store),
+                    "point {i}"
+                );
+            }
         }
         assert_eq!(sorted.check(&store, 64), Ok(()));
     }
