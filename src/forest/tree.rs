@@ -395,6 +395,25 @@ fn cuts_where(nodes: &[Node], below: impl Fn(i32) -> bool) -> usize {
     r + usize::from(below(nodes[r].cut))
 }
 
+/// Inserts `value` at `at` into `items`, then removes what is then at `gone`, by
+/// moving only the items between the two places (see [`Tree::insert_evicting`]).
+#[inline]
+fn shift_in<T: Copy>(items: &mut [T], at: usize, value: T, gone: usize) {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    match gone.cmp(&at) {
+        // The item inserted is the one removed.
+        Equal => {}
+        Greater => {
+            items.copy_within(at..gone - 1, at + 1);
+            items[at] = value;
+        }
+        Less => {
+            items.copy_within(gone + 1..at, gone);
+            items[at - 1] = value;
+        }
+    }
+}
+
 /// Whether two points are the same (the duplicate test at a leaf).
 #[inline]
 fn same_point(a: &[f32], b: &[f32]) -> bool {
@@ -1137,12 +1156,14 @@ impl Tree {
         } else {
             sampler::accepted_key(&mut rng, decay, t_rel, self.max_key)
         };
-        if let Some(placement) = placement {
+        if let (Some(placement), false, true) = (placement, filling, self.one_dimensional) {
+            self.insert_evicting(placement, reference, key);
+        } else if let Some(placement) = placement {
             self.insert(placement, descent, reference, key);
         }
         if filling {
             self.max_key = if key > self.max_key { key } else { self.max_key };
-        } else {
+        } else if !self.one_dimensional || placement.is_none() {
             // The new key is below the largest, which is the sample that goes.
             self.evict(delete_path);
         }
@@ -1270,26 +1291,65 @@ impl Tree {
     /// subtree on the other side (the nodes deeper than the parent there) moves up a
     /// level, into the parent's place.
     fn delete_by_levels(&mut self, i: usize) {
-        let levels = &mut self.levels;
+        let parent = Self::lift_sibling(&mut self.levels, i);
+        self.nodes.remove(parent);
+    }
+
+    /// The levels' part of deleting leaf `i` (of two or more) in a one-dimensional tree:
+    /// the sibling moves up and the parent's level goes. Returns the parent's gap.
+    fn lift_sibling(levels: &mut Vec<u16>, i: usize) -> usize {
         // Node g's level is levels[g + 1]: leaf i lies between levels[i] and levels[i + 1].
         let (before, after) = (levels[i], levels[i + 1]);
-        if after > before {
-            let mut k = i + 2;
-            while levels[k] > after {
-                levels[k] -= 1;
-                k += 1;
-            }
-            levels.remove(i + 1);
-            self.nodes.remove(i);
-        } else {
-            let mut k = i - 1;
-            while levels[k] > before {
-                levels[k] -= 1;
-                k -= 1;
-            }
-            levels.remove(i);
-            self.nodes.remove(i - 1);
+        let (parent, level, step) = if after > before { (i, after, 1) } else { (i - 1, before, usize::MAX) };
+        // The sibling is on the side away from i: the nodes deeper than the parent there.
+        let mut k = select_unpredictable(after > before, i + 2, i.wrapping_sub(1));
+        while levels[k] > level {
+            levels[k] -= 1;
+            k = k.wrapping_add(step);
         }
+        levels.remove(parent + 1);
+        parent
+    }
+
+    /// [`Tree::insert`] and then [`Tree::evict`] in a full one-dimensional tree, with one
+    /// shift of each array instead of two: the elements between the new leaf (node) and
+    /// the one that goes move one place, those beyond neither. `key` must be below
+    /// `max_key`, as an accepted point's is.
+    fn insert_evicting(&mut self, placement: Placement, reference: u32, key: f32) {
+        let Placement { lo, hi, level, dim, cut, right } = placement;
+        let (gap, at) = if right { (hi, hi + 1) } else { (lo, lo) };
+        let node = Node::new(dim, cut, 0, 0);
+        self.levels[lo + 1..hi + 1].iter_mut().for_each(|d| *d += 1);
+        self.levels.insert(gap + 1, level as u16 + 1);
+        // Positions after the insert (the "post" numbering) from positions before it.
+        let post = |i: usize, new: usize| i + usize::from(i >= new);
+        let evicted = post(self.largest_key_position(), at);
+        // The run's last leaf, as `evict` finds it, over the nodes as the insert leaves them.
+        let node_at = |g: usize| match g.cmp(&gap) {
+            std::cmp::Ordering::Less => self.nodes[g],
+            std::cmp::Ordering::Equal => node,
+            std::cmp::Ordering::Greater => self.nodes[g - 1],
+        };
+        let mut last = evicted;
+        while last < self.leaves.len() && node_at(last).dim() == DUPLICATE {
+            last += 1;
+        }
+        if last != evicted {
+            // The evicted leaf trades places with the run's last, which may be the new
+            // one (then removed from where it was inserted: it stays in the evicted's place).
+            let (moved_leaf, moved_key) = if last == at {
+                (reference, key)
+            } else {
+                (self.leaves[last - usize::from(last > at)], self.keys[last - usize::from(last > at)])
+            };
+            let e = evicted - usize::from(evicted > at);
+            (self.leaves[e], self.keys[e]) = (moved_leaf, moved_key);
+        }
+        let parent = Self::lift_sibling(&mut self.levels, last);
+        shift_in(&mut self.leaves, at, reference, last);
+        shift_in(&mut self.keys, at, key, last);
+        shift_in(&mut self.nodes, gap, node, parent);
+        self.refresh_max_key();
     }
 
     /// Adds this tree's attribution of the score of `x` to `high` and `low`: the same
@@ -1468,12 +1528,17 @@ impl Tree {
         })
     }
 
-    /// Evicts the sample with the largest key.
-    pub(crate) fn evict(&mut self, path: &mut Vec<PathNode>) {
+    /// Where the sample with the largest key is.
+    fn largest_key_position(&self) -> usize {
         // Find the chunk of eight holding the largest key with a vectorised test first.
         let max = self.max_key;
         let chunk = self.keys.chunks(8).position(|c| c.iter().fold(false, |any, &k| any | (k == max))).unwrap_or(0);
-        let position = chunk * 8 + self.keys[chunk * 8..].iter().position(|&k| k == max).unwrap_or(0);
+        chunk * 8 + self.keys[chunk * 8..].iter().position(|&k| k == max).unwrap_or(0)
+    }
+
+    /// Evicts the sample with the largest key.
+    pub(crate) fn evict(&mut self, path: &mut Vec<PathNode>) {
+        let position = self.largest_key_position();
         // In a run of duplicates every leaf is the same point, so the evicted sample may
         // trade places with the run's last leaf. A run is a chain whose root sits right
         // above that leaf, so its path is short, where the path to a leaf inside the
