@@ -1156,15 +1156,21 @@ impl Tree {
         } else {
             sampler::accepted_key(&mut rng, decay, t_rel, self.max_key)
         };
-        if let (Some(placement), false, true) = (placement, filling, self.one_dimensional) {
-            self.insert_evicting(placement, reference, key);
-        } else if let Some(placement) = placement {
-            self.insert(placement, descent, reference, key);
-        }
+        // The new key is below the largest, which is the sample that goes if full.
+        let evicted = match placement {
+            Some(placement) if !filling && self.one_dimensional => {
+                self.insert_evicting(placement, reference, key);
+                true
+            }
+            Some(placement) => {
+                self.insert(placement, descent, reference, key);
+                false
+            }
+            None => false,
+        };
         if filling {
             self.max_key = if key > self.max_key { key } else { self.max_key };
-        } else if !self.one_dimensional || placement.is_none() {
-            // The new key is below the largest, which is the sample that goes.
+        } else if !evicted {
             self.evict(delete_path);
         }
         self.next_accept = if self.mass() < sample_size {
@@ -1190,11 +1196,8 @@ impl Tree {
         self.leaves.insert(leaf, reference);
         self.keys.insert(leaf, key);
         if self.one_dimensional {
-            // Levels alone say the shape: the subtree goes one level down, under the new
-            // node at its place.
             self.nodes.insert(gap, Node::new(dim, cut, 0, 0));
-            self.levels[lo + 1..hi + 1].iter_mut().for_each(|d| *d += 1);
-            self.levels.insert(gap + 1, level as u16 + 1);
+            Self::lower_subtree(&mut self.levels, placement);
             return;
         }
         let path = &descent.path()[..level];
@@ -1295,6 +1298,16 @@ impl Tree {
         self.nodes.remove(parent);
     }
 
+    /// The levels' part of inserting where `placement` says in a one-dimensional tree:
+    /// levels alone give its shape, so the subtree goes one level down, under the new
+    /// node at its place.
+    fn lower_subtree(levels: &mut Vec<u16>, placement: Placement) {
+        let Placement { lo, hi, level, right, .. } = placement;
+        let gap = if right { hi } else { lo };
+        levels[lo + 1..hi + 1].iter_mut().for_each(|d| *d += 1);
+        levels.insert(gap + 1, level as u16 + 1);
+    }
+
     /// The levels' part of deleting leaf `i` (of two or more) in a one-dimensional tree:
     /// the sibling moves up and the parent's level goes. Returns the parent's gap.
     fn lift_sibling(levels: &mut Vec<u16>, i: usize) -> usize {
@@ -1316,11 +1329,10 @@ impl Tree {
     /// the one that goes move one place, those beyond neither. `key` must be below
     /// `max_key`, as an accepted point's is.
     fn insert_evicting(&mut self, placement: Placement, reference: u32, key: f32) {
-        let Placement { lo, hi, level, dim, cut, right } = placement;
+        let Placement { lo, hi, dim, cut, right, .. } = placement;
         let (gap, at) = if right { (hi, hi + 1) } else { (lo, lo) };
         let node = Node::new(dim, cut, 0, 0);
-        self.levels[lo + 1..hi + 1].iter_mut().for_each(|d| *d += 1);
-        self.levels.insert(gap + 1, level as u16 + 1);
+        Self::lower_subtree(&mut self.levels, placement);
         // Positions after the insert (the "post" numbering) from positions before it.
         let post = |i: usize, new: usize| i + usize::from(i >= new);
         let evicted = post(self.largest_key_position(), at);
