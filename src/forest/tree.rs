@@ -1333,9 +1333,10 @@ impl Tree {
         let (gap, at) = if right { (hi, hi + 1) } else { (lo, lo) };
         let node = Node::new(dim, cut, 0, 0);
         Self::lower_subtree(&mut self.levels, placement);
-        // Positions after the insert (the "post" numbering) from positions before it.
-        let post = |i: usize, new: usize| i + usize::from(i >= new);
-        let evicted = post(self.largest_key_position(), at);
+        // The evicted leaf's position before the insert, and after it (`evicted`: the
+        // numbering that `evict` would see, which the rest uses).
+        let position = self.largest_key_position();
+        let evicted = position + usize::from(position >= at);
         // The run's last leaf, as `evict` finds it, over the nodes as the insert leaves them.
         let node_at = |g: usize| match g.cmp(&gap) {
             std::cmp::Ordering::Less => self.nodes[g],
@@ -1354,8 +1355,7 @@ impl Tree {
             } else {
                 (self.leaves[last - usize::from(last > at)], self.keys[last - usize::from(last > at)])
             };
-            let e = evicted - usize::from(evicted > at);
-            (self.leaves[e], self.keys[e]) = (moved_leaf, moved_key);
+            (self.leaves[position], self.keys[position]) = (moved_leaf, moved_key);
         }
         let parent = Self::lift_sibling(&mut self.levels, last);
         shift_in(&mut self.leaves, at, reference, last);
