@@ -480,25 +480,23 @@ impl Tree {
         if !self.one_dimensional {
             return;
         }
-        let level = |g: usize| self.levels[g + 1];
-        let mut links = vec![(0usize, 0usize); self.nodes.len()];
+        let (levels, nodes) = (&self.levels, &mut self.nodes);
+        let level = |g: usize| levels[g + 1];
         // Nodes whose right subtree is still open, shallowest first.
         let mut open: Vec<usize> = Vec::with_capacity(64);
-        for gap in 0..self.nodes.len() {
+        for gap in 0..nodes.len() {
             // The deeper open nodes end here; the shallowest of them is this one's left child.
             let mut left = None;
             while open.last().is_some_and(|&top| level(top) > level(gap)) {
                 left = open.pop();
             }
-            links[gap].0 = left.map_or(0, |child| gap - child);
+            nodes[gap].set_left(left.map_or(0, |child| gap - child));
+            // This node is the open parent's right child, until a later one takes its place.
+            nodes[gap].set_right(0);
             if let Some(&parent) = open.last() {
-                links[parent].1 = gap - parent;
+                nodes[parent].set_right(gap - parent);
             }
             open.push(gap);
-        }
-        for (node, (left, right)) in self.nodes.iter_mut().zip(links) {
-            node.set_left(left);
-            node.set_right(right);
         }
         self.root = open.first().map_or(0, |&root| root as u16);
     }
@@ -1383,8 +1381,8 @@ impl Tree {
             // In one dimension x lies above or below every box it is outside of, so the
             // whole score is HIGH or LOW (the general walk's sums, to the bit), or half
             // each when x is a sample.
-            let (score, rank) = (self.score_sorted(*only, store), self.rank(*only));
-            let leaf = store.point(self.leaves[rank.below])[0];
+            let rank = self.rank(*only);
+            let (score, leaf) = (self.score_ranked(*only, rank, store), store.point(self.leaves[rank.below])[0]);
             let (up, down) = match leaf.partial_cmp(only) {
                 Some(std::cmp::Ordering::Less) => (score, 0.0),
                 Some(std::cmp::Ordering::Greater) => (0.0, score),
