@@ -7,7 +7,7 @@ use proptest::test_runner::RngSeed;
 
 use super::rng::Rng;
 use super::store::PointStore;
-use super::tree::{ordered, Placement, Scratch, Tree, LANES};
+use super::tree::{ordered, ranges, Placement, Scratch, Tree, LANES};
 use super::{Forest, ForestConfig, ForestError};
 
 fn forest(features: usize, shingle_size: usize, trees: usize, sample_size: usize, seed: u64) -> Forest {
@@ -88,6 +88,27 @@ proptest! {
         prop_assume!(!a.is_nan() && !b.is_nan());
         prop_assert_eq!(ordered(a) <= ordered(b), a <= b, "{} vs {}", a, b);
         prop_assert_eq!(ordered(a) == ordered(b), a == b, "{} vs {}", a, b);
+    }
+
+    /// The walk's range sums, four dimensions at a time where it can, are the sums one
+    /// dimension at a time, to the bit, in any number of dimensions.
+    #[test]
+    fn range_sums_are_taken_dimension_by_dimension(
+        corners in proptest::collection::vec((-1e6f32..1e6, 0f32..1.0, -30i32..30, -2f32..3.0, 0u8..4), 1..=13),
+    ) {
+        // Ranges from 2^-30 to 2^30, x below, on an edge of, inside or above each.
+        let span = |c: &(f32, f32, i32, f32, u8)| c.1 * 2f32.powi(c.2);
+        let lo: Vec<f32> = corners.iter().map(|c| c.0).collect();
+        let hi: Vec<f32> = corners.iter().map(|c| c.0 + span(c)).collect();
+        let x: Vec<f32> = corners.iter().map(|c| match c.4 { 0 => c.0, 1 => c.0 + span(c), _ => c.0 + c.3 * span(c) }).collect();
+        let (mut inner, mut outside) = (0.0f64, 0.0f64);
+        for ((&l, &h), &v) in lo.iter().zip(&hi).zip(&x) {
+            inner += f64::from(h - l);
+            outside += f64::from(if v > h { v - h } else if v < l { l - v } else { 0.0 });
+        }
+        let (merged, out) = ranges(&lo, &hi, &x);
+        prop_assert_eq!(out.to_bits(), outside.to_bits());
+        prop_assert_eq!(merged.to_bits(), (inner + outside).to_bits());
     }
 
     /// Masses add up, every box holds its points, duplicates are equal and the samples

@@ -332,14 +332,26 @@ fn set_point(corner: &mut Vec<f32>, point: &[f32]) {
 
 /// Sum over dimensions of (range of box ∪ x, the part of it outside the box).
 #[inline]
-fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
-    // Accumulated in f64 so that ranges of large values do not cancel out. Indexed
-    // loops over equal-length slices: a three-way zip costs more to set up than the
-    // one or few dimensions it then runs over.
+pub(crate) fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
+    // Accumulated in f64, dimension by dimension, so that ranges of large values do not
+    // cancel out. This runs at every level of a multi-dimensional walk, where one
+    // dimension at a time cost twenty instructions: on x86-64 the f32 parts are taken
+    // four dimensions at a time (SSE2, always there), the same sums to the bit.
     let n = x.len();
     let (lo, hi) = (&lo[..n], &hi[..n]);
     let (mut inner, mut outside) = (0.0f64, 0.0f64);
-    for i in 0..n {
+    #[cfg(target_arch = "x86_64")]
+    let done = {
+        let (lo4, hi4, x4) = (lo.as_chunks::<4>().0, hi.as_chunks::<4>().0, x.as_chunks::<4>().0);
+        for ((l, h), v) in lo4.iter().zip(hi4).zip(x4) {
+            // SAFETY: SSE2 is part of x86-64 itself, so every x86-64 processor has it.
+            unsafe { simd::add_ranges4(l, h, v, &mut inner, &mut outside) };
+        }
+        4 * x4.len()
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for i in done..n {
         let (l, h, v) = (lo[i], hi[i], x[i]);
         inner += f64::from(h - l);
         let above = if v > h { v - h } else { 0.0 };
@@ -347,6 +359,35 @@ fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
         outside += f64::from(above + below);
     }
     (inner + outside, outside)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// [`super::ranges`] over four dimensions: (h - l) and (the part of x outside l..h)
+    /// in f32 lanes, then added to the f64 sums lane by lane, in order.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) fn add_ranges4(l: &[f32; 4], h: &[f32; 4], v: &[f32; 4], inner: &mut f64, outside: &mut f64) {
+        let (l, h, v) = (
+            _mm_set_ps(l[3], l[2], l[1], l[0]),
+            _mm_set_ps(h[3], h[2], h[1], h[0]),
+            _mm_set_ps(v[3], v[2], v[1], v[0]),
+        );
+        let zero = _mm_setzero_ps();
+        let span = _mm_sub_ps(h, l);
+        // maxps(d, 0) is d where d > 0, else +0.0: the scalar code's selects (v > h
+        // exactly when v - h > 0, as subtraction is exact in sign).
+        let out = _mm_add_ps(_mm_max_ps(_mm_sub_ps(v, h), zero), _mm_max_ps(_mm_sub_ps(l, v), zero));
+        for (parts, sum) in [(span, inner), (out, outside)] {
+            let (low, high) = (_mm_cvtps_pd(parts), _mm_cvtps_pd(_mm_movehl_ps(parts, parts)));
+            for pair in [low, high] {
+                *sum += _mm_cvtsd_f64(pair);
+                *sum += _mm_cvtsd_f64(_mm_unpackhi_pd(pair, pair));
+            }
+        }
+    }
 }
 
 /// Where a one-dimensional point falls in a tree: `below` cuts are below it, which
