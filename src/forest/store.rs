@@ -43,6 +43,20 @@ impl PointStore {
         &self.values[start..start + self.dimensions]
     }
 
+    /// [`PointStore::point`] for points of `N` dimensions, as the walk's hot loop reads
+    /// them: one clamp per point where slicing checks both ends (a reference past the
+    /// end, which no tree holds, would read the last point). None unless points have `N`
+    /// dimensions and the store holds one.
+    #[inline]
+    pub(crate) fn fixed_points<'a, const N: usize>(&'a self) -> Option<impl Fn(u32) -> &'a [f32; N] + 'a> {
+        let last = self.values.len().checked_sub(N).filter(|_| N == self.dimensions)?;
+        let (values, features) = (&self.values[..], self.features);
+        Some(move |reference: u32| {
+            let start = (reference as usize * features).min(last);
+            values[start..].first_chunk::<N>().unwrap_or_else(|| unreachable!("start <= len - N"))
+        })
+    }
+
     /// Appends one record (already checked for length and finiteness).
     pub(crate) fn push(&mut self, record: &[f32]) {
         self.values.extend_from_slice(record);

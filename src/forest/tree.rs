@@ -167,7 +167,7 @@ impl PathNode {
 /// How many trees [`Tree::descend_lanes`] descends together.
 pub(crate) const LANES: usize = 4;
 
-/// How many leaves [`Tree::extend_box`] reads between tests of whether its box holds x.
+/// How many leaves [`Tree::extend_fixed`] reads between tests of whether its box holds x.
 const CHECK_EVERY: usize = 8;
 
 /// Paths start with room for this many nodes and grow (rarely) for deeper trees.
@@ -666,40 +666,25 @@ impl Tree {
         }
     }
 
-    /// Grows the box `lo..hi` to hold the points of `leaves`, the hot loop of scoring,
-    /// unless it comes to hold `x` first: then it returns true and may stop early.
-    ///
-    /// A walk ends at the first box that holds x, which is usually the largest sibling
-    /// it reads (a third of its leaves or more); the first few points of that sibling
-    /// often close the box around x already, and the rest need not be read.
+    /// Grows the box `lo..hi` of one-dimensional points by the points of `leaves`, and
+    /// says whether it now holds `x`. In one dimension every cut splits by value, so
+    /// the leaves are sorted and a run's box spans its first and last point.
     #[inline(always)]
-    fn extend_box(&self, store: &PointStore, leaves: &[u32], x: &[f32], lo: &mut [f32], hi: &mut [f32]) -> bool {
-        if let ([l], [h], [first, .., last] | [first @ last]) = (&mut *lo, &mut *hi, leaves) {
-            // In one dimension every cut splits by value, so the leaves are sorted and
-            // a run's box spans its first and last point.
-            let (v, w) = (store.point(*first)[0], store.point(*last)[0]);
-            *l = if v < *l { v } else { *l };
-            *h = if w > *h { w } else { *h };
-            return *l <= x[0] && x[0] <= *h;
-        }
-        // Up to 16 dimensions the box lives in fixed-size arrays, which the compiler
-        // keeps in registers and turns into a few SIMD min/max per point.
-        macro_rules! fixed {
-            ($($n:literal)*) => {
-                match lo.len() {
-                    $($n => {
-                        if let (Ok(lo), Ok(hi), Ok(x)) =
-                            (<&mut [f32; $n]>::try_from(lo), <&mut [f32; $n]>::try_from(hi), <&[f32; $n]>::try_from(x))
-                        {
-                            return Self::extend_fixed::<$n>(store, leaves, x, lo, hi);
-                        }
-                        return false;
-                    })*
-                    _ => {}
-                }
-            };
-        }
-        fixed!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+    fn grow_sorted(store: &PointStore, leaves: &[u32], x: &[f32], lo: &mut [f32], hi: &mut [f32]) -> bool {
+        let ([l], [h], [first, .., last] | [first @ last]) = (lo, hi, leaves) else {
+            return false;
+        };
+        let (v, w) = (store.point(*first)[0], store.point(*last)[0]);
+        *l = if v < *l { v } else { *l };
+        *h = if w > *h { w } else { *h };
+        *l <= x[0] && x[0] <= *h
+    }
+
+    /// Grows the box `lo..hi` by the points of `leaves`, in any number of dimensions;
+    /// false: it reads them all, and the walk's range test, next, tells whether the
+    /// box holds x.
+    #[inline(always)]
+    fn grow_any(store: &PointStore, leaves: &[u32], lo: &mut [f32], hi: &mut [f32]) -> bool {
         for &reference in leaves {
             let p = store.point(reference);
             for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(p) {
@@ -707,10 +692,15 @@ impl Tree {
                 *h = if v > *h { v } else { *h };
             }
         }
-        // Read whole: the walk's range test, next, tells whether the box holds x.
         false
     }
 
+    /// Grows the box `lo..hi` of `N`-dimensional points by the points of `leaves`,
+    /// unless it comes to hold `x` first: then it returns true and may stop early.
+    ///
+    /// A walk ends at the first box that holds x, which is usually the largest sibling
+    /// it reads (a third of its leaves or more); the first few points of that sibling
+    /// often close the box around x already, and the rest need not be read.
     #[inline(always)]
     fn extend_fixed<const N: usize>(
         store: &PointStore,
@@ -722,15 +712,17 @@ impl Tree {
         let (mut l, mut h) = (*lo, *hi);
         let holds = |l: &[f32; N], h: &[f32; N]| (0..N).fold(true, |all, i| all & (l[i] <= x[i]) & (x[i] <= h[i]));
         let mut inside = false;
+        let Some(point) = store.fixed_points::<N>() else {
+            return false;
+        };
         for chunk in leaves.chunks(CHECK_EVERY) {
             for &reference in chunk {
-                if let Ok(p) = <&[f32; N]>::try_from(store.point(reference)) {
-                    // Selects, not branches or f32::min: they compile to minps/maxps, and
-                    // the store holds no NaN.
-                    for i in 0..N {
-                        l[i] = if p[i] < l[i] { p[i] } else { l[i] };
-                        h[i] = if p[i] > h[i] { p[i] } else { h[i] };
-                    }
+                let p = point(reference);
+                // Selects, not branches or f32::min: they compile to minps/maxps, and
+                // the store holds no NaN.
+                for i in 0..N {
+                    l[i] = if p[i] < l[i] { p[i] } else { l[i] };
+                    h[i] = if p[i] > h[i] { p[i] } else { h[i] };
                 }
             }
             inside = holds(&l, &h);
@@ -752,19 +744,60 @@ impl Tree {
         &self,
         store: &PointStore,
         path: &[PathNode],
+        leaves: (usize, usize),
+        x: &[f32],
+        lo: &mut [f32],
+        hi: &mut [f32],
+        visit: impl FnMut(usize, (usize, usize), &[f32], &[f32], f64, f64),
+    ) {
+        // Up to 16 dimensions the box lives in fixed-size arrays, which the compiler
+        // keeps in registers and turns into a few SIMD min/max per point. The size is
+        // chosen once per climb: chosen at each level, the compiler set up the tests of
+        // all fifteen sizes at the start of every walk, more work than the levels'.
+        macro_rules! fixed {
+            ($($n:literal)*) => {
+                match x.len() {
+                    1 => self.climb_growing(path, leaves, x, lo, hi, visit, |sibling, lo, hi| {
+                        Self::grow_sorted(store, sibling, x, lo, hi)
+                    }),
+                    $($n => {
+                        let Ok(fixed_x) = <&[f32; $n]>::try_from(x) else { return };
+                        self.climb_growing(path, leaves, x, lo, hi, visit, |sibling, lo, hi| {
+                            match (lo.try_into(), hi.try_into()) {
+                                (Ok(lo), Ok(hi)) => Self::extend_fixed::<$n>(store, sibling, fixed_x, lo, hi),
+                                _ => false,
+                            }
+                        })
+                    })*
+                    _ => self.climb_growing(path, leaves, x, lo, hi, visit, |sibling, lo, hi| {
+                        Self::grow_any(store, sibling, lo, hi)
+                    }),
+                }
+            };
+        }
+        fixed!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    }
+
+    /// [`Tree::climb`] with `grow(leaves, lo, hi)` growing the box by a sibling's
+    /// leaves (true: it came to hold x, and may have stopped reading early).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn climb_growing(
+        &self,
+        path: &[PathNode],
         (mut a, mut b): (usize, usize),
         x: &[f32],
         lo: &mut [f32],
         hi: &mut [f32],
         mut visit: impl FnMut(usize, (usize, usize), &[f32], &[f32], f64, f64),
+        grow: impl Fn(&[u32], &mut [f32], &mut [f32]) -> bool,
     ) {
         for (level, node) in path.iter().enumerate().rev() {
             let (first, last) = node.range();
             // The sibling lies left or right of a..=b at random: selects, not a branch.
             let left = first < a;
             let (start, end) = (select_unpredictable(left, first, b + 1), select_unpredictable(left, a, last + 1));
-            let sibling = &self.leaves[start..end];
-            if self.extend_box(store, sibling, x, lo, hi) {
+            if grow(&self.leaves[start..end], lo, hi) {
                 break;
             }
             (a, b) = (first, last);
