@@ -370,11 +370,8 @@ mod simd {
     #[inline]
     #[target_feature(enable = "sse2")]
     pub(super) fn add_ranges4(l: &[f32; 4], h: &[f32; 4], v: &[f32; 4], inner: &mut f64, outside: &mut f64) {
-        let (l, h, v) = (
-            _mm_set_ps(l[3], l[2], l[1], l[0]),
-            _mm_set_ps(h[3], h[2], h[1], h[0]),
-            _mm_set_ps(v[3], v[2], v[1], v[0]),
-        );
+        // SAFETY: each is a reference to four f32, which an unaligned load reads.
+        let (l, h, v) = unsafe { (_mm_loadu_ps(l.as_ptr()), _mm_loadu_ps(h.as_ptr()), _mm_loadu_ps(v.as_ptr())) };
         let zero = _mm_setzero_ps();
         let span = _mm_sub_ps(h, l);
         // maxps(d, 0) is d where d > 0, else +0.0: the scalar code's selects (v > h
@@ -757,20 +754,21 @@ impl Tree {
         macro_rules! fixed {
             ($($n:literal)*) => {
                 match x.len() {
-                    1 => self.climb_growing(path, leaves, x, lo, hi, visit, |sibling, lo, hi| {
-                        Self::grow_sorted(store, sibling, x, lo, hi)
+                    1 => self.climb_growing(path, leaves, lo, hi, visit, |sibling, lo, hi| {
+                        (!Self::grow_sorted(store, sibling, x, lo, hi)).then(|| ranges(lo, hi, x))
                     }),
                     $($n => {
-                        let Ok(fixed_x) = <&[f32; $n]>::try_from(x) else { return };
-                        self.climb_growing(path, leaves, x, lo, hi, visit, |sibling, lo, hi| {
-                            match (lo.try_into(), hi.try_into()) {
-                                (Ok(lo), Ok(hi)) => Self::extend_fixed::<$n>(store, sibling, fixed_x, lo, hi),
-                                _ => false,
-                            }
+                        let Ok(x) = <&[f32; $n]>::try_from(x) else { return };
+                        self.climb_growing(path, leaves, lo, hi, visit, |sibling, lo, hi| {
+                            let (Ok(lo), Ok(hi)) = (<&mut [f32; $n]>::try_from(lo), <&mut [f32; $n]>::try_from(hi)) else {
+                                return None;
+                            };
+                            (!Self::extend_fixed(store, sibling, x, lo, hi)).then(|| ranges(lo, hi, x))
                         })
                     })*
-                    _ => self.climb_growing(path, leaves, x, lo, hi, visit, |sibling, lo, hi| {
-                        Self::grow_any(store, sibling, lo, hi)
+                    _ => self.climb_growing(path, leaves, lo, hi, visit, |sibling, lo, hi| {
+                        Self::grow_any(store, sibling, lo, hi);
+                        Some(ranges(lo, hi, x))
                     }),
                 }
             };
@@ -779,29 +777,27 @@ impl Tree {
     }
 
     /// [`Tree::climb`] with `grow(leaves, lo, hi)` growing the box by a sibling's
-    /// leaves (true: it came to hold x, and may have stopped reading early).
-    #[allow(clippy::too_many_arguments)]
+    /// leaves and returning its [`ranges`] with x, or None if it came to hold x (it may
+    /// then have stopped reading early).
     #[inline(always)]
     fn climb_growing(
         &self,
         path: &[PathNode],
         (mut a, mut b): (usize, usize),
-        x: &[f32],
         lo: &mut [f32],
         hi: &mut [f32],
         mut visit: impl FnMut(usize, (usize, usize), &[f32], &[f32], f64, f64),
-        grow: impl Fn(&[u32], &mut [f32], &mut [f32]) -> bool,
+        grow: impl Fn(&[u32], &mut [f32], &mut [f32]) -> Option<(f64, f64)>,
     ) {
         for (level, node) in path.iter().enumerate().rev() {
             let (first, last) = node.range();
             // The sibling lies left or right of a..=b at random: selects, not a branch.
             let left = first < a;
             let (start, end) = (select_unpredictable(left, first, b + 1), select_unpredictable(left, a, last + 1));
-            if grow(&self.leaves[start..end], lo, hi) {
+            let Some((merged, outside)) = grow(&self.leaves[start..end], lo, hi) else {
                 break;
-            }
+            };
             (a, b) = (first, last);
-            let (merged, outside) = ranges(lo, hi, x);
             if outside <= 0.0 {
                 break;
             }
