@@ -316,20 +316,6 @@ fn normalizer(tree_mass: usize) -> f64 {
     table.get(tree_mass).copied().unwrap_or_else(|| ((tree_mass + 1) as f64).log2())
 }
 
-/// Makes `corner` a copy of `point`; an element loop, as a memcpy call costs more
-/// than the copy for the few dimensions points have.
-#[inline]
-#[allow(clippy::manual_memcpy)]
-fn set_point(corner: &mut Vec<f32>, point: &[f32]) {
-    let n = point.len();
-    if corner.len() != n {
-        corner.resize(n, 0.0);
-    }
-    for i in 0..n {
-        corner[i] = point[i];
-    }
-}
-
 /// Sum over dimensions of (range of box ∪ x, the part of it outside the box).
 #[inline]
 pub(crate) fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
@@ -743,10 +729,14 @@ impl Tree {
         path: &[PathNode],
         leaves: (usize, usize),
         x: &[f32],
-        lo: &mut [f32],
-        hi: &mut [f32],
+        leaf: &[f32],
+        lo: &mut Vec<f32>,
+        hi: &mut Vec<f32>,
         visit: impl FnMut(usize, (usize, usize), &[f32], &[f32], f64, f64),
     ) {
+        // The box starts as the leaf's point.
+        lo.resize(x.len(), 0.0);
+        hi.resize(x.len(), 0.0);
         // Up to 16 dimensions the box lives in fixed-size arrays, which the compiler
         // keeps in registers and turns into a few SIMD min/max per point. The size is
         // chosen once per climb: chosen at each level, the compiler set up the tests of
@@ -754,11 +744,16 @@ impl Tree {
         macro_rules! fixed {
             ($($n:literal)*) => {
                 match x.len() {
-                    1 => self.climb_growing(path, leaves, lo, hi, visit, |sibling, lo, hi| {
-                        (!Self::grow_sorted(store, sibling, x, lo, hi)).then(|| ranges(lo, hi, x))
-                    }),
+                    1 => {
+                        (lo.copy_from_slice(leaf), hi.copy_from_slice(leaf));
+                        self.climb_growing(path, leaves, lo, hi, visit, |sibling, lo, hi| {
+                            (!Self::grow_sorted(store, sibling, x, lo, hi)).then(|| ranges(lo, hi, x))
+                        })
+                    }
                     $($n => {
-                        let Ok(x) = <&[f32; $n]>::try_from(x) else { return };
+                        let (Ok(x), Ok(leaf)) = (<&[f32; $n]>::try_from(x), <&[f32; $n]>::try_from(leaf)) else { return };
+                        let (Ok(start_lo), Ok(start_hi)) = (<&mut [f32; $n]>::try_from(&mut lo[..]), <&mut [f32; $n]>::try_from(&mut hi[..])) else { return };
+                        (*start_lo, *start_hi) = (*leaf, *leaf);
                         self.climb_growing(path, leaves, lo, hi, visit, |sibling, lo, hi| {
                             let (Ok(lo), Ok(hi)) = (<&mut [f32; $n]>::try_from(lo), <&mut [f32; $n]>::try_from(hi)) else {
                                 return None;
@@ -766,10 +761,13 @@ impl Tree {
                             (!Self::extend_fixed(store, sibling, x, lo, hi)).then(|| ranges(lo, hi, x))
                         })
                     })*
-                    _ => self.climb_growing(path, leaves, lo, hi, visit, |sibling, lo, hi| {
-                        Self::grow_any(store, sibling, lo, hi);
-                        Some(ranges(lo, hi, x))
-                    }),
+                    _ => {
+                        (lo.copy_from_slice(leaf), hi.copy_from_slice(leaf));
+                        self.climb_growing(path, leaves, lo, hi, visit, |sibling, lo, hi| {
+                            Self::grow_any(store, sibling, lo, hi);
+                            Some(ranges(lo, hi, x))
+                        })
+                    }
                 }
             };
         }
@@ -887,18 +885,16 @@ impl Tree {
             let joined = Placement { lo: a, hi: b, level: leaf_depth, dim: DUPLICATE, cut: x[0], right: true };
             return (score, rng.map(|_| joined));
         }
-        set_point(lo, leaf);
-        set_point(hi, leaf);
         let mut score = score_unseen(leaf_depth);
         // At the leaf the box is a single point, so a cut always separates x (the
         // fallback only covers rounding at the ends of a range).
         let mut placement = rng.as_deref_mut().map(|rng| {
-            let (merged, _) = ranges(lo, hi, x);
+            let (merged, _) = ranges(leaf, leaf, x);
             let (dim, cut, right) =
-                Self::draw_cut(lo, hi, x, merged, rng).unwrap_or_else(|| Self::cut_between(leaf, x));
+                Self::draw_cut(leaf, leaf, x, merged, rng).unwrap_or_else(|| Self::cut_between(leaf, x));
             Placement { lo: a, hi: b, level: leaf_depth, dim, cut, right }
         });
-        self.climb(store, path, (a, b), x, lo, hi, |level, (first, last), lo, hi, merged, outside| {
+        self.climb(store, path, (a, b), x, leaf, lo, hi, |level, (first, last), lo, hi, merged, outside| {
             let p = outside / merged;
             score = (1.0 - p) * score + p * score_unseen(level);
             if let Some(rng) = rng.as_deref_mut() {
@@ -1475,13 +1471,11 @@ impl Tree {
             high.iter_mut().chain(low.iter_mut()).for_each(|v| *v += share);
             return;
         }
-        set_point(lo, leaf);
-        set_point(hi, leaf);
-        let (merged, _) = ranges(lo, hi, x);
+        let (merged, _) = ranges(leaf, leaf, x);
         let unseen = score_unseen(leaf_depth);
         let mut up: Vec<f64> = (0..dims).map(|d| f64::from((x[d] - leaf[d]).max(0.0)) / merged * unseen).collect();
         let mut down: Vec<f64> = (0..dims).map(|d| f64::from((leaf[d] - x[d]).max(0.0)) / merged * unseen).collect();
-        self.climb(store, path, (a, b), x, lo, hi, |level, _, lo, hi, merged, outside| {
+        self.climb(store, path, (a, b), x, leaf, lo, hi, |level, _, lo, hi, merged, outside| {
             let p = outside / merged;
             let unseen = score_unseen(level);
             for d in 0..dims {
