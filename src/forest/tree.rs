@@ -438,6 +438,21 @@ fn shift_in<T: Copy>(items: &mut [T], at: usize, value: T, gone: usize) {
     }
 }
 
+/// Slots in [`point_keys`]' table: one for each dimension a node's `u8` can name.
+const KEY_SLOTS: usize = u8::MAX as usize + 1;
+
+/// The point's values as [`ordered`] keys, in a table that a node's dimension indexes
+/// without a bounds test: a descent reads one at every level. (A lane standing at a run
+/// of duplicates reads the [`DUPLICATE`] slot, and does not move.)
+#[inline]
+fn point_keys<'a>(keys: &'a mut Vec<i32>, x: &[f32]) -> &'a [i32; KEY_SLOTS] {
+    keys.resize(KEY_SLOTS, 0);
+    for (key, &v) in keys.iter_mut().zip(x) {
+        *key = ordered(v);
+    }
+    keys.first_chunk().unwrap_or_else(|| unreachable!("resized to KEY_SLOTS"))
+}
+
 /// Whether two points are the same (the duplicate test at a leaf).
 #[inline]
 fn same_point(a: &[f32], b: &[f32]) -> bool {
@@ -555,14 +570,7 @@ impl Tree {
         // With one dimension the value compared is always the same: read it once, so
         // each level waits on one load (the node), not two.
         let only = if let [only] = x { Some(ordered(*only)) } else { None };
-        let keys = &mut descent.keys;
-        if only.is_none() {
-            // An indexed loop over equal lengths, which the compiler vectorises.
-            keys.resize(x.len(), 0);
-            for (key, &v) in keys.iter_mut().zip(x) {
-                *key = ordered(v);
-            }
-        }
+        let keys = if only.is_none() { point_keys(&mut descent.keys, x) } else { &[0; KEY_SLOTS] };
         while lo < hi {
             let node = self.nodes[gap];
             let dim = node.dim();
@@ -575,7 +583,7 @@ impl Tree {
             // Which way a point goes is a coin flip to the branch predictor: select instead.
             let key = match only {
                 Some(key) => key,
-                None => keys[dim as usize],
+                None => keys[usize::from(dim)],
             };
             let left = key <= node.cut;
             lo = select_unpredictable(left, lo, gap + 1);
@@ -596,12 +604,8 @@ impl Tree {
             let key = ordered(*only);
             Self::lockstep(trees, &mut scratch.lanes, |_| key);
         } else {
-            let keys = &mut scratch.descent.keys;
-            keys.clear();
-            keys.extend(x.iter().map(|&v| ordered(v)));
-            let last = keys.len() - 1;
-            // A lane stopped at a run of duplicates reads DUPLICATE as its dimension.
-            Self::lockstep(trees, &mut scratch.lanes, |dim| keys[(dim as usize).min(last)]);
+            let keys = point_keys(&mut scratch.descent.keys, x);
+            Self::lockstep(trees, &mut scratch.lanes, |dim| keys[usize::from(dim)]);
         }
     }
 
@@ -617,15 +621,19 @@ impl Tree {
             hi[l] = n - 1;
             gap[l] = trees[l].root as usize;
         }
+        // Slices taken once: through the trees and descents, every step would load
+        // each lane's pointers and lengths again.
+        let nodes: [&[Node]; LANES] = std::array::from_fn(|l| &trees[l].nodes[..]);
+        let paths = descents.each_mut().map(|d| &mut d.nodes[..]);
         loop {
             let mut any = false;
             for l in 0..LANES {
                 // A lane that has arrived steps in place: it is not live, so nothing
                 // moves, and its path entry is written past the path's end.
-                let node = trees[l].nodes[gap[l]];
+                let node = nodes[l][gap[l]];
                 let dim = node.dim();
                 let live = (lo[l] < hi[l]) & (dim != DUPLICATE);
-                descents[l].nodes[depth[l]] = PathNode::new(gap[l], lo[l], hi[l]);
+                paths[l][depth[l]] = PathNode::new(gap[l], lo[l], hi[l]);
                 depth[l] += live as usize;
                 let left = key(dim) <= node.cut;
                 let (to_lo, to_hi) =
