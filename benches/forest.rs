@@ -8,28 +8,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ndarray::Array2;
 use rcfd::forest::{Forest, ForestConfig};
 
+#[path = "common/stream.rs"]
+mod stream;
+use stream::Stream;
+
 const BATCH: usize = 2_000;
 const WARM_UP_POINTS: usize = 20_000;
-
-/// xorshift64*: a seeded stream without depending on the forest's own generator.
-struct Stream(u64);
-
-impl Stream {
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn gaussian(&mut self) -> f32 {
-        let (u, v) = (1.0 - self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-    }
-    /// A noisy sine per feature, as sensors produce.
-    fn record(&mut self, i: usize, features: usize) -> Vec<f32> {
-        (0..features).map(|f| (10.0 * ((i + 7 * f) as f64 * 0.05).sin()) as f32 + self.gaussian()).collect()
-    }
-}
 
 const CASES: [(&str, usize, usize, usize); 5] = [
     ("1d_shingle1_100trees", 1, 1, 100),
