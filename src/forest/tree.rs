@@ -817,7 +817,8 @@ impl Tree {
         let mut r = rng.next_f64() * merged;
         let last = x.len() - 1;
         for (d, ((&l, &h), &v)) in lo.iter().zip(hi).zip(x).enumerate() {
-            let (mlo, mhi) = (l.min(v), h.max(v));
+            // Selects, not f32::min/max and their NaN handling: no NaN gets here.
+            let (mlo, mhi) = (if v < l { v } else { l }, if v > h { v } else { h });
             let span = f64::from(mhi) - f64::from(mlo);
             if r < span || d == last {
                 let cut = (f64::from(mlo) + r.min(span)) as f32;
