@@ -671,11 +671,10 @@ impl Tree {
         *l <= x[0] && x[0] <= *h
     }
 
-    /// Grows the box `lo..hi` by the points of `leaves`, in any number of dimensions;
-    /// false: it reads them all, and the walk's range test, next, tells whether the
-    /// box holds x.
+    /// Grows the box `lo..hi` by the points of `leaves`, in any number of dimensions,
+    /// reading them all: the walk's range test, next, tells whether the box holds x.
     #[inline(always)]
-    fn grow_any(store: &PointStore, leaves: &[u32], lo: &mut [f32], hi: &mut [f32]) -> bool {
+    fn grow_any(store: &PointStore, leaves: &[u32], lo: &mut [f32], hi: &mut [f32]) {
         for &reference in leaves {
             let p = store.point(reference);
             for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(p) {
@@ -683,7 +682,6 @@ impl Tree {
                 *h = if v > *h { v } else { *h };
             }
         }
-        false
     }
 
     /// Grows the box `lo..hi` of `N`-dimensional points by the points of `leaves`,
@@ -753,7 +751,8 @@ impl Tree {
             ($($n:literal)*) => {
                 match x.len() {
                     1 => {
-                        (lo.copy_from_slice(leaf), hi.copy_from_slice(leaf));
+                        lo.copy_from_slice(leaf);
+                        hi.copy_from_slice(leaf);
                         self.climb_growing(path, leaves, lo, hi, visit, |sibling, lo, hi| {
                             (!Self::grow_sorted(store, sibling, x, lo, hi)).then(|| ranges(lo, hi, x))
                         })
@@ -770,7 +769,8 @@ impl Tree {
                         })
                     })*
                     _ => {
-                        (lo.copy_from_slice(leaf), hi.copy_from_slice(leaf));
+                        lo.copy_from_slice(leaf);
+                        hi.copy_from_slice(leaf);
                         self.climb_growing(path, leaves, lo, hi, visit, |sibling, lo, hi| {
                             Self::grow_any(store, sibling, lo, hi);
                             Some(ranges(lo, hi, x))
