@@ -723,10 +723,11 @@ impl Tree {
         inside
     }
 
-    /// Climbs from the leaves `a..=b` towards the root along `path`, growing the box
-    /// `lo..hi` by each node's other subtree, and calls `visit(level, node's leaves,
-    /// lo, hi, range of box ∪ x, part outside the box)` for every node until `x` is
-    /// inside the box (boxes only grow upwards, so nothing above can matter then).
+    /// Climbs from the leaves `a..=b` (all the point `leaf`) towards the root along
+    /// `path`, growing the box `lo..hi` (scratch space; it starts as `leaf`) by each
+    /// node's other subtree, and calls `visit(level, node's leaves, lo, hi, range of
+    /// box ∪ x, part outside the box)` for every node until `x` is inside the box
+    /// (boxes only grow upwards, so nothing above can matter then).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn climb(
