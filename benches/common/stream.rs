@@ -5,7 +5,7 @@
 pub struct Stream(pub u64);
 
 impl Stream {
-    pub fn uniform(&mut self) -> f64 {
+    fn uniform(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
