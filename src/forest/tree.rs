@@ -708,10 +708,11 @@ impl Tree {
             for &reference in chunk {
                 let p = point(reference);
                 // Selects, not branches or f32::min: they compile to minps/maxps, and
-                // the store holds no NaN.
+                // the store holds no NaN. The box is the first operand, so that the
+                // result lands in its register without a copy.
                 for i in 0..N {
-                    l[i] = if p[i] < l[i] { p[i] } else { l[i] };
-                    h[i] = if p[i] > h[i] { p[i] } else { h[i] };
+                    l[i] = if l[i] < p[i] { l[i] } else { p[i] };
+                    h[i] = if h[i] > p[i] { h[i] } else { p[i] };
                 }
             }
             inside = holds(&l, &h);
