@@ -170,6 +170,11 @@ pub(crate) const LANES: usize = 4;
 /// How many leaves [`Tree::extend_fixed`] reads between tests of whether its box holds x.
 const CHECK_EVERY: usize = 8;
 
+/// The most steps [`Tree::descend_lanes`] takes in lockstep, and the length of the
+/// paths it writes (a tree of up to this many leaves is never deeper). Deeper trees
+/// descend again, one by one.
+const LOCKSTEP_DEPTH: usize = 256;
+
 /// Paths start with room for this many nodes and grow (rarely) for deeper trees.
 pub(crate) const PATH_CAPACITY: usize = 64;
 
@@ -442,14 +447,16 @@ fn shift_in<T: Copy>(items: &mut [T], at: usize, value: T, gone: usize) {
 const KEY_SLOTS: usize = u8::MAX as usize + 1;
 
 /// The point's values as [`ordered`] keys, in a table that a node's dimension indexes
-/// without a bounds test: a descent reads one at every level. (A lane standing at a run
-/// of duplicates reads the [`DUPLICATE`] slot, and does not move.)
+/// without a bounds test: a descent reads one at every level. The [`DUPLICATE`] slot
+/// holds a key above every cut, so that [`Tree::descend_lanes`] goes right at a node of
+/// a run of duplicates.
 #[inline]
 fn point_keys<'a>(keys: &'a mut Vec<i32>, x: &[f32]) -> &'a [i32; KEY_SLOTS] {
     keys.resize(KEY_SLOTS, 0);
     for (key, &v) in keys.iter_mut().zip(x) {
         *key = ordered(v);
     }
+    keys[usize::from(DUPLICATE)] = i32::MAX;
     keys.first_chunk().unwrap_or_else(|| unreachable!("resized to KEY_SLOTS"))
 }
 
@@ -600,60 +607,62 @@ impl Tree {
     /// overlap their waits, and the loop ends (a mispredicted branch) once per group
     /// instead of once per tree.
     pub(crate) fn descend_lanes(trees: &[Tree; LANES], x: &[f32], scratch: &mut Scratch) {
-        if let [only] = x {
-            let key = ordered(*only);
-            Self::lockstep(trees, &mut scratch.lanes, |_| key);
-        } else {
-            let keys = point_keys(&mut scratch.descent.keys, x);
-            Self::lockstep(trees, &mut scratch.lanes, |dim| keys[usize::from(dim)]);
-        }
-    }
-
-    #[inline(always)]
-    fn lockstep(trees: &[Tree; LANES], descents: &mut [Descent; LANES], key: impl Fn(u8) -> i32) {
+        let keys = point_keys(&mut scratch.descent.keys, x);
+        let descents = &mut scratch.lanes;
         let (mut lo, mut hi, mut gap) = ([0usize; LANES], [0usize; LANES], [0usize; LANES]);
         let mut depth = [0usize; LANES];
         for l in 0..LANES {
-            let n = trees[l].leaves.len();
-            if descents[l].nodes.len() < n {
-                descents[l].nodes.resize(n, PathNode::default());
+            if descents[l].nodes.len() < LOCKSTEP_DEPTH {
+                descents[l].nodes.resize(LOCKSTEP_DEPTH, PathNode::default());
             }
-            hi[l] = n - 1;
+            hi[l] = trees[l].leaves.len() - 1;
             gap[l] = trees[l].root as usize;
         }
         // Slices taken once: through the trees and descents, every step would load
         // each lane's pointers and lengths again.
         let nodes: [&[Node]; LANES] = std::array::from_fn(|l| &trees[l].nodes[..]);
-        let paths = descents.each_mut().map(|d| &mut d.nodes[..]);
-        loop {
+        let paths = descents.each_mut().map(|d| {
+            d.nodes.first_chunk_mut::<LOCKSTEP_DEPTH>().unwrap_or_else(|| unreachable!("resized to LOCKSTEP_DEPTH"))
+        });
+        // Every lane takes every step, with nothing to tell whether it has arrived. A
+        // lane at a leaf stays there by itself: the node it came from sends it the same
+        // way again, along a link of 0. A lane at a run of duplicates goes right (see
+        // `point_keys`), down to the run's last leaf, the run's root's right child. So
+        // the path's nodes over two leaves or more are a prefix, which `depth` counts;
+        // the run's nodes, if any, end it.
+        for step in 0..LOCKSTEP_DEPTH {
             let mut any = false;
             for l in 0..LANES {
-                // A lane that has arrived steps in place: it is not live, so nothing
-                // moves, and its path entry is written past the path's end.
                 let node = nodes[l][gap[l]];
-                let dim = node.dim();
-                let live = (lo[l] < hi[l]) & (dim != DUPLICATE);
-                paths[l][depth[l]] = PathNode::new(gap[l], lo[l], hi[l]);
-                depth[l] += live as usize;
-                let left = key(dim) <= node.cut;
-                let (to_lo, to_hi) =
-                    (select_unpredictable(left, lo[l], gap[l] + 1), select_unpredictable(left, gap[l], hi[l]));
-                let to_gap = select_unpredictable(left, gap[l].wrapping_sub(node.left()), gap[l] + node.right());
-                lo[l] = select_unpredictable(live, to_lo, lo[l]);
-                hi[l] = select_unpredictable(live, to_hi, hi[l]);
-                gap[l] = select_unpredictable(live, to_gap, gap[l]);
-                any |= live;
+                let inner = lo[l] < hi[l];
+                paths[l][step] = PathNode::new(gap[l], lo[l], hi[l]);
+                depth[l] += usize::from(inner);
+                let left = keys[usize::from(node.dim())] <= node.cut;
+                lo[l] = select_unpredictable(left, lo[l], gap[l] + 1);
+                hi[l] = select_unpredictable(left, gap[l], hi[l]);
+                gap[l] = select_unpredictable(left, gap[l].wrapping_sub(node.left()), gap[l] + node.right());
+                any |= inner;
             }
             if !any {
                 break;
             }
         }
-        for (l, descent) in descents.iter_mut().enumerate() {
-            descent.depth = depth[l];
-            // A lane that stopped above a single leaf stopped at a run of duplicates,
-            // whose root it stands on.
-            descent.run_root = (lo[l] < hi[l]).then_some(gap[l]);
-            descent.leaf = (lo[l], hi[l]);
+        for l in 0..LANES {
+            let descent = &mut descents[l];
+            if lo[l] < hi[l] {
+                // Deeper than the lockstep goes (a tree of more than LOCKSTEP_DEPTH
+                // leaves, rarely): descended again on its own.
+                trees[l].descend(x, descent);
+                continue;
+            }
+            // A run of duplicates stops the descent at its root, the first of its nodes.
+            let path = &descent.nodes[..depth[l]];
+            let run = path.iter().rev().take_while(|p| nodes[l][p.gap()].dim() == DUPLICATE).count();
+            descent.depth = depth[l] - run;
+            (descent.run_root, descent.leaf) = match run {
+                0 => (None, (lo[l], hi[l])),
+                _ => (Some(path[descent.depth].gap()), path[descent.depth].range()),
+            };
         }
     }
 
