@@ -630,6 +630,8 @@ impl Tree {
         // `point_keys`), down to the run's last leaf, the run's root's right child. So
         // the path's nodes over two leaves or more are a prefix, which `depth` counts;
         // the run's nodes, if any, end it.
+        // (The step indexes four paths, one per lane.)
+        #[allow(clippy::needless_range_loop)]
         for step in 0..LOCKSTEP_DEPTH {
             let mut any = false;
             for l in 0..LANES {
