@@ -322,33 +322,42 @@ fn normalizer(tree_mass: usize) -> f64 {
 }
 
 /// Sum over dimensions of (range of box ∪ x, the part of it outside the box).
+///
+/// Accumulated in f64, so that many ranges of large values lose nothing to rounding,
+/// in two partial sums: dimensions 0, 2, 4, 6, ... and 1, 3, 5, 7, ..., each taken four
+/// dimensions at a time (the last four padded with zeros), which is the order of two
+/// f64 lanes. This runs at every level of a multi-dimensional walk: on x86-64 the
+/// four dimensions are one SSE2 step ([`simd::ranges`]), the same sums to the bit.
 #[inline]
 pub(crate) fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
-    // Accumulated in f64, dimension by dimension, so that ranges of large values do not
-    // cancel out. This runs at every level of a multi-dimensional walk, where one
-    // dimension at a time cost twenty instructions: on x86-64 the f32 parts are taken
-    // four dimensions at a time (SSE2, always there), the same sums to the bit.
+    // SAFETY: SSE2 is part of x86-64 itself, so every x86-64 processor has it.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        simd::ranges(lo, hi, x)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        ranges_in_order(lo, hi, x)
+    }
+}
+
+/// [`ranges`] one dimension at a time, in the order its SIMD form adds them.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+pub(crate) fn ranges_in_order(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
     let n = x.len();
     let (lo, hi) = (&lo[..n], &hi[..n]);
-    let (mut inner, mut outside) = (0.0f64, 0.0f64);
-    #[cfg(target_arch = "x86_64")]
-    let done = {
-        let (lo4, hi4, x4) = (lo.as_chunks::<4>().0, hi.as_chunks::<4>().0, x.as_chunks::<4>().0);
-        for ((l, h), v) in lo4.iter().zip(hi4).zip(x4) {
-            // SAFETY: SSE2 is part of x86-64 itself, so every x86-64 processor has it.
-            unsafe { simd::add_ranges4(l, h, v, &mut inner, &mut outside) };
+    let (mut inner, mut outside) = ([0.0f64; 2], [0.0f64; 2]);
+    for start in (0..n).step_by(4) {
+        for i in start..(start + 4) {
+            // Past the end: l = h = v = 0, which adds zeros.
+            let (l, h, v) = if i < n { (lo[i], hi[i], x[i]) } else { (0.0, 0.0, 0.0) };
+            let above = if v > h { v - h } else { 0.0 };
+            let below = if v < l { l - v } else { 0.0 };
+            inner[i % 2] += f64::from(h - l);
+            outside[i % 2] += f64::from(above + below);
         }
-        4 * x4.len()
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
-    for i in done..n {
-        let (l, h, v) = (lo[i], hi[i], x[i]);
-        inner += f64::from(h - l);
-        let above = if v > h { v - h } else { 0.0 };
-        let below = if v < l { l - v } else { 0.0 };
-        outside += f64::from(above + below);
     }
+    let (inner, outside) = (inner[0] + inner[1], outside[0] + outside[1]);
     (inner + outside, outside)
 }
 
@@ -356,25 +365,52 @@ pub(crate) fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
 mod simd {
     use std::arch::x86_64::*;
 
-    /// [`super::ranges`] over four dimensions: (h - l) and (the part of x outside l..h)
-    /// in f32 lanes, then added to the f64 sums lane by lane, in order.
+    /// [`super::ranges`] four dimensions at a time: (h - l) and (the part of x outside
+    /// l..h) in f32 lanes, each widened to two pairs of f64 added to the pair of sums.
+    /// The last two dimensions, and the last one, as a pair with zeros above.
     #[inline]
     #[target_feature(enable = "sse2")]
-    pub(super) fn add_ranges4(l: &[f32; 4], h: &[f32; 4], v: &[f32; 4], inner: &mut f64, outside: &mut f64) {
-        // SAFETY: each is a reference to four f32, which an unaligned load reads.
-        let (l, h, v) = unsafe { (_mm_loadu_ps(l.as_ptr()), _mm_loadu_ps(h.as_ptr()), _mm_loadu_ps(v.as_ptr())) };
+    pub(super) fn ranges(lo: &[f32], hi: &[f32], x: &[f32]) -> (f64, f64) {
+        let n = x.len();
+        let (lo, hi) = (&lo[..n], &hi[..n]);
+        let (mut inner, mut outside) = (_mm_setzero_pd(), _mm_setzero_pd());
+        let mut i = 0;
+        while i + 4 <= n {
+            // SAFETY: i + 4 <= n, the length of all three: unaligned loads of four f32.
+            let load = |v: &[f32]| unsafe { _mm_loadu_ps(v[i..].as_ptr()) };
+            let (span, out) = parts(load(lo), load(hi), load(x));
+            inner = _mm_add_pd(_mm_add_pd(inner, _mm_cvtps_pd(span)), _mm_cvtps_pd(_mm_movehl_ps(span, span)));
+            outside = _mm_add_pd(_mm_add_pd(outside, _mm_cvtps_pd(out)), _mm_cvtps_pd(_mm_movehl_ps(out, out)));
+            i += 4;
+        }
+        let mut add_low = |l: __m128, h: __m128, v: __m128| {
+            let (span, out) = parts(l, h, v);
+            inner = _mm_add_pd(inner, _mm_cvtps_pd(span));
+            outside = _mm_add_pd(outside, _mm_cvtps_pd(out));
+        };
+        if i + 2 <= n {
+            // SAFETY: i + 2 <= n: unaligned loads of two f32 (as one f64), zeros above.
+            let load = |v: &[f32]| unsafe { _mm_castpd_ps(_mm_load_sd(v[i..].as_ptr().cast())) };
+            add_low(load(lo), load(hi), load(x));
+            i += 2;
+        }
+        if i < n {
+            let load = |v: &[f32]| _mm_set_ss(v[i]);
+            add_low(load(lo), load(hi), load(x));
+        }
+        let inner = _mm_cvtsd_f64(inner) + _mm_cvtsd_f64(_mm_unpackhi_pd(inner, inner));
+        let outside = _mm_cvtsd_f64(outside) + _mm_cvtsd_f64(_mm_unpackhi_pd(outside, outside));
+        (inner + outside, outside)
+    }
+
+    /// (h - l, the part of v outside l..h), lane by lane.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn parts(l: __m128, h: __m128, v: __m128) -> (__m128, __m128) {
         let zero = _mm_setzero_ps();
-        let span = _mm_sub_ps(h, l);
         // maxps(d, 0) is d where d > 0, else +0.0: the scalar code's selects (v > h
         // exactly when v - h > 0, as subtraction is exact in sign).
-        let out = _mm_add_ps(_mm_max_ps(_mm_sub_ps(v, h), zero), _mm_max_ps(_mm_sub_ps(l, v), zero));
-        for (parts, sum) in [(span, inner), (out, outside)] {
-            let (low, high) = (_mm_cvtps_pd(parts), _mm_cvtps_pd(_mm_movehl_ps(parts, parts)));
-            for pair in [low, high] {
-                *sum += _mm_cvtsd_f64(pair);
-                *sum += _mm_cvtsd_f64(_mm_unpackhi_pd(pair, pair));
-            }
-        }
+        (_mm_sub_ps(h, l), _mm_add_ps(_mm_max_ps(_mm_sub_ps(v, h), zero), _mm_max_ps(_mm_sub_ps(l, v), zero)))
     }
 }
 
