@@ -844,8 +844,9 @@ impl Tree {
         mut visit: impl FnMut(usize, (usize, usize), &[f32], &[f32], f64, f64),
         grow: impl Fn(&[u32], &mut [f32], &mut [f32]) -> Option<(f64, f64)>,
     ) {
-        for (level, node) in path.iter().enumerate().rev() {
-            let (first, last) = node.range();
+        // (A count, not `enumerate`, which would take each level from the node's address.)
+        for level in (0..path.len()).rev() {
+            let (first, last) = path[level].range();
             // The sibling lies left or right of a..=b at random: selects, not a branch.
             let left = first < a;
             let (start, end) = (select_unpredictable(left, first, b + 1), select_unpredictable(left, a, last + 1));
