@@ -496,17 +496,6 @@ fn point_keys<'a>(keys: &'a mut Vec<i32>, x: &[f32]) -> &'a [i32; KEY_SLOTS] {
     keys.first_chunk().unwrap_or_else(|| unreachable!("resized to KEY_SLOTS"))
 }
 
-/// Widens the box `l..h` to hold `p`. Selects, not branches or f32::min: they compile
-/// to minps/maxps, and the store holds no NaN. The box is the first operand, so that
-/// the result lands in its register without a copy.
-#[inline(always)]
-fn widen<const N: usize>(l: &mut [f32; N], h: &mut [f32; N], p: &[f32; N]) {
-    for i in 0..N {
-        l[i] = if l[i] < p[i] { l[i] } else { p[i] };
-        h[i] = if h[i] > p[i] { h[i] } else { p[i] };
-    }
-}
-
 /// Whether two points are the same (the duplicate test at a leaf).
 #[inline]
 fn same_point(a: &[f32], b: &[f32]) -> bool {
@@ -743,8 +732,7 @@ impl Tree {
     }
 
     /// Grows the box `lo..hi` of `N`-dimensional points by the points of `leaves`,
-    /// unless it comes to hold `x` first: then it returns true and may stop early
-    /// (false says nothing of whether it holds x).
+    /// unless it comes to hold `x` first: then it returns true and may stop early.
     ///
     /// A walk ends at the first box that holds x, which is usually the largest sibling
     /// it reads (a third of its leaves or more); the first few points of that sibling
@@ -758,23 +746,21 @@ impl Tree {
         hi: &mut [f32; N],
     ) -> bool {
         let (mut l, mut h) = (*lo, *hi);
+        let holds = |l: &[f32; N], h: &[f32; N]| (0..N).fold(true, |all, i| all & (l[i] <= x[i]) & (x[i] <= h[i]));
+        let mut inside = false;
         let Some(point) = store.fixed_points::<N>() else {
             return false;
         };
-        if leaves.len() <= CHECK_EVERY {
-            // A sibling of one chunk is read whole, untested: the range sums that follow
-            // tell whether the box holds x, and a small sibling seldom closes it.
-            for &reference in leaves {
-                widen(&mut l, &mut h, point(reference));
-            }
-            (*lo, *hi) = (l, h);
-            return false;
-        }
-        let holds = |l: &[f32; N], h: &[f32; N]| (0..N).fold(true, |all, i| all & (l[i] <= x[i]) & (x[i] <= h[i]));
-        let mut inside = false;
         for chunk in leaves.chunks(CHECK_EVERY) {
             for &reference in chunk {
-                widen(&mut l, &mut h, point(reference));
+                let p = point(reference);
+                // Selects, not branches or f32::min: they compile to minps/maxps, and
+                // the store holds no NaN. The box is the first operand, so that the
+                // result lands in its register without a copy.
+                for i in 0..N {
+                    l[i] = if l[i] < p[i] { l[i] } else { p[i] };
+                    h[i] = if h[i] > p[i] { h[i] } else { p[i] };
+                }
             }
             inside = holds(&l, &h);
             if inside {
