@@ -646,7 +646,8 @@ fn trees_descended_together_take_the_paths_they_take_alone() {
         let (values, _) = seed_scenario(2_000, seed);
         let mut f = forest(1, shingle_size, 2 * LANES, 64, seed);
         let mut rng = Rng::new(seed);
-        let (mut together, mut alone) = (Scratch::new(shingle_size), Scratch::new(shingle_size));
+        let (mut together, mut shortened, mut alone) =
+            (Scratch::new(shingle_size), Scratch::new(shingle_size), Scratch::new(shingle_size));
         for (i, &v) in values.iter().enumerate() {
             f.update(&[v]).expect("update");
             if f.trees.iter().any(|t| t.mass() < 2) {
@@ -659,9 +660,16 @@ fn trees_descended_together_take_the_paths_they_take_alone() {
             for group in linked.chunks_exact(LANES) {
                 let group = <&[Tree; LANES]>::try_from(group).expect("whole groups");
                 Tree::descend_lanes(group, &x, &mut together);
+                // Also in a lockstep of four steps, which most of these trees outgrow.
+                Tree::descend_lanes_within::<4>(group, &x, &mut shortened);
                 for (lane, tree) in group.iter().enumerate() {
                     tree.descend(&x, &mut alone.descent);
                     assert_eq!(together.lanes[lane].outcome(), alone.descent.outcome(), "point {i}, lane {lane}");
+                    assert_eq!(
+                        shortened.lanes[lane].outcome(),
+                        alone.descent.outcome(),
+                        "point {i}, lane {lane}, 4 steps"
+                    );
                 }
             }
         }

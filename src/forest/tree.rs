@@ -643,13 +643,19 @@ impl Tree {
     /// overlap their waits, and the loop ends (a mispredicted branch) once per group
     /// instead of once per tree.
     pub(crate) fn descend_lanes(trees: &[Tree; LANES], x: &[f32], scratch: &mut Scratch) {
+        Self::descend_lanes_within::<LOCKSTEP_DEPTH>(trees, x, scratch);
+    }
+
+    /// [`Tree::descend_lanes`] in at most `STEPS` steps in lockstep: a tree deeper
+    /// than that descends again on its own. (Tests take few steps, to reach that case.)
+    pub(crate) fn descend_lanes_within<const STEPS: usize>(trees: &[Tree; LANES], x: &[f32], scratch: &mut Scratch) {
         let keys = point_keys(&mut scratch.descent.keys, x);
         let descents = &mut scratch.lanes;
         let (mut lo, mut hi, mut gap) = ([0usize; LANES], [0usize; LANES], [0usize; LANES]);
         let mut depth = [0usize; LANES];
         for l in 0..LANES {
-            if descents[l].nodes.len() < LOCKSTEP_DEPTH {
-                descents[l].nodes.resize(LOCKSTEP_DEPTH, PathNode::default());
+            if descents[l].nodes.len() < STEPS {
+                descents[l].nodes.resize(STEPS, PathNode::default());
             }
             hi[l] = trees[l].leaves.len() - 1;
             gap[l] = trees[l].root as usize;
@@ -657,9 +663,9 @@ impl Tree {
         // Slices taken once: through the trees and descents, every step would load
         // each lane's pointers and lengths again.
         let nodes: [&[Node]; LANES] = std::array::from_fn(|l| &trees[l].nodes[..]);
-        let paths = descents.each_mut().map(|d| {
-            d.nodes.first_chunk_mut::<LOCKSTEP_DEPTH>().unwrap_or_else(|| unreachable!("resized to LOCKSTEP_DEPTH"))
-        });
+        let paths = descents
+            .each_mut()
+            .map(|d| d.nodes.first_chunk_mut::<STEPS>().unwrap_or_else(|| unreachable!("resized to STEPS")));
         // Every lane takes every step, with nothing to tell whether it has arrived. A
         // lane at a leaf stays there by itself: the node it came from sends it the same
         // way again, along a link of 0. A lane at a run of duplicates goes right (see
@@ -668,7 +674,7 @@ impl Tree {
         // the run's nodes, if any, end it.
         // (The step indexes four paths, one per lane.)
         #[allow(clippy::needless_range_loop)]
-        for step in 0..LOCKSTEP_DEPTH {
+        for step in 0..STEPS {
             let mut any = false;
             for l in 0..LANES {
                 let node = nodes[l][gap[l]];
@@ -688,8 +694,8 @@ impl Tree {
         for l in 0..LANES {
             let descent = &mut descents[l];
             if lo[l] < hi[l] {
-                // Deeper than the lockstep goes (a tree of more than LOCKSTEP_DEPTH
-                // leaves, rarely): descended again on its own.
+                // Deeper than the lockstep goes (a tree of more than STEPS leaves,
+                // rarely): descended again on its own.
                 trees[l].descend(x, descent);
                 continue;
             }
