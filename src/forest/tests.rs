@@ -90,8 +90,9 @@ proptest! {
         prop_assert_eq!(ordered(a) == ordered(b), a == b, "{} vs {}", a, b);
     }
 
-    /// The walk's range sums, four dimensions at a time where it can, are the sums one
-    /// dimension at a time, to the bit, in any number of dimensions.
+    /// The walk's range sums, four dimensions at a time where it can, are those of
+    /// `ranges_in_order` (one dimension at a time), to the bit, in any number of
+    /// dimensions.
     #[test]
     fn range_sums_are_taken_in_their_order(
         corners in proptest::collection::vec((-1e6f32..1e6, 0f32..1.0, -30i32..30, -2f32..3.0, 0u8..4), 1..=13),

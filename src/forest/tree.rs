@@ -323,7 +323,7 @@ fn normalizer(tree_mass: usize) -> f64 {
 
 /// Sum over dimensions of (range of box ∪ x, the part of it outside the box).
 ///
-/// Accumulated in f64, so that many ranges of large values lose nothing to rounding,
+/// Accumulated in f64, so that ranges of very different sizes keep their precision,
 /// in two partial sums: dimensions 0, 2, 4, 6, ... and 1, 3, 5, 7, ..., each taken four
 /// dimensions at a time (the last four padded with zeros), which is the order of two
 /// f64 lanes. This runs at every level of a multi-dimensional walk: on x86-64 the
