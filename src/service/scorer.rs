@@ -85,7 +85,8 @@ const INLINE_RECORDS: usize = 16;
 /// Unary `Score` paced at 5,000 calls/s on two cores (`cargo bench --bench grpc`, five
 /// alternated pairs on 2026-12-06): p99 0.87-4.5 ms, median 1.77 ms, without the spin;
 /// 0.63-1.50 ms, median 0.94 ms, with it. Then 1 call in 2,000 still waits
-/// longer. The unary peak rose from 10-12k to 12-17k calls/s.
+/// longer. The unary peak rose from 8.6-12.5k (median 10.5k) to 11.2-17.1k (median
+/// 16k) calls/s.
 const SPIN: Duration = Duration::from_micros(100);
 /// Smaller batches score all their models on the calling thread: waking the helper
 /// costs tens of microseconds, the time of a few records. Measured (2026-12-05, 8
