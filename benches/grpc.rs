@@ -5,7 +5,8 @@
 //! latency: first the peak rate of one-record calls from a few concurrent clients,
 //! then calls paced at half that rate, reporting p50/p99, and the standard health check
 //! paced the same way on the same server: the transport's own share of the tail.
-//! Run: `cargo bench --bench grpc`.
+//! Run: `cargo bench --bench grpc`; `RCFD_BENCH_UNARY_RATE=5000 cargo bench --bench
+//! grpc grpc/unary_score` paces the unary calls at a fixed rate instead.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -300,10 +301,20 @@ fn report(name: &str, rate: f64, mut latencies: Vec<Duration>, mut late: Vec<Dur
     );
 }
 
+/// Paces unary calls at this many per second instead of half of the peak: a change
+/// that raises the peak also raises "half of peak", so two builds compare only at
+/// one rate.
+const FIXED_RATE: &str = "RCFD_BENCH_UNARY_RATE";
+
 fn unary_latency(running: &Running) {
     let peak = running.runtime.block_on(peak_rate(&running.channel, Duration::from_secs(3)));
-    let rate = peak / 2.0;
-    println!("grpc/unary_score: peak {peak:.0} calls/s ({CLIENTS} clients); paced at half:");
+    let fixed = std::env::var(FIXED_RATE).ok().map(|v| match v.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => rate,
+        _ => panic!("{FIXED_RATE}={v}: calls per second, a number above 0"),
+    });
+    let rate = fixed.unwrap_or(peak / 2.0);
+    let how = if fixed.is_some() { FIXED_RATE } else { "half of peak" };
+    println!("grpc/unary_score: peak {peak:.0} calls/s ({CLIENTS} clients); paced at {rate:.0} calls/s ({how}):");
     let calls = (rate * 5.0) as usize;
     let channel = running.channel.clone();
     let (latencies, late) = paced_latencies(&running.runtime, rate, calls, |n| {
