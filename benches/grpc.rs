@@ -301,9 +301,9 @@ fn report(name: &str, rate: f64, mut latencies: Vec<Duration>, mut late: Vec<Dur
     );
 }
 
-/// Paces unary calls at this many per second instead of half of the peak: a change
-/// that raises the peak also raises "half of peak", so two builds compare only at
-/// one rate.
+/// The environment variable that paces unary calls at a fixed rate (calls per
+/// second) instead of half of the peak: a change that raises the peak also raises
+/// "half of peak", so two builds compare only at one rate.
 const FIXED_RATE: &str = "RCFD_BENCH_UNARY_RATE";
 
 fn unary_latency(running: &Running) {
