@@ -304,9 +304,10 @@ impl Scorer {
     }
 
     /// The registry, for a call that may run on a tokio worker (one scored in place).
-    /// Another call may hold it for a while, evicting a model to disk or restoring
-    /// one; the wait then goes through `block_in_place`, which hands the worker's other
-    /// tasks to another thread instead of holding them up too.
+    /// Another call usually holds it for microseconds, which a spin covers (see
+    /// [`SPIN`]); but it may hold it for a while, evicting a model to disk or
+    /// restoring one. The wait then goes through `block_in_place`, which hands the
+    /// worker's other tasks to another thread instead of holding them up too.
     fn registry_from_anywhere(&self) -> MutexGuard<'_, Registry> {
         self.registry_soon(|_| true).unwrap_or_else(|| {
             let on_worker = tokio::runtime::Handle::try_current()
