@@ -3,8 +3,9 @@
 //! `Score` calls of the same records over loopback to a running service (which also
 //! builds scored events and journals them). Then, outside criterion, the unary `Score`
 //! latency: first the peak rate of one-record calls from a few concurrent clients,
-//! then calls paced at half that rate, reporting p50/p99, and the standard health check
-//! paced the same way on the same server: the transport's own share of the tail.
+//! then calls paced at half that rate, reporting p50/p99 and the process's CPU time per
+//! call, and the standard health check paced the same way on the same server: the
+//! transport's own share of the tail and of the CPU.
 //! Run: `cargo bench --bench grpc`; `RCFD_BENCH_UNARY_RATE=5000 cargo bench --bench
 //! grpc grpc/unary_score` paces the unary calls at a fixed rate instead.
 
@@ -242,21 +243,37 @@ async fn peak_rate(channel: &Channel, duration: Duration) -> f64 {
     total as f64 / duration.as_secs_f64()
 }
 
-/// Latencies of calls started at `rate` per second (open loop: a slow call does not
-/// delay the next start), and how late each was sent, both in call order. A plain
-/// thread paces the starts: tokio's timer has a 1 ms granularity, which would release
-/// the calls in bursts of several at once.
-fn paced_latencies<F, C>(
-    runtime: &tokio::runtime::Runtime,
-    rate: f64,
-    calls: usize,
-    call: C,
-) -> (Vec<Duration>, Vec<Duration>)
+/// CPU time this process has used so far, on all its threads (user and system).
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// What a paced run measured: each call's latency and how late it was sent (both in
+/// call order), and the process's CPU time per call (client, server, sinks and pacer
+/// together): far steadier than a p99 on this shared machine, so the first figure to
+/// compare two builds by.
+struct Paced {
+    latencies: Vec<Duration>,
+    late: Vec<Duration>,
+    cpu_per_call: Duration,
+}
+
+/// Calls started at `rate` per second (open loop: a slow call does not delay the next
+/// start). A plain thread paces the starts: tokio's timer has a 1 ms granularity,
+/// which would release the calls in bursts of several at once.
+fn paced_latencies<F, C>(runtime: &tokio::runtime::Runtime, rate: f64, calls: usize, call: C) -> Paced
 where
     C: Fn(usize) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let interval = Duration::from_secs_f64(1.0 / rate);
+    let cpu = process_cpu();
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(calls);
     let mut late = Vec::with_capacity(calls);
@@ -274,11 +291,12 @@ where
         }));
     }
     let latencies: Vec<Duration> = tasks.into_iter().map(|task| runtime.block_on(task).expect("call")).collect();
-    (latencies, late)
+    let cpu_per_call = process_cpu().saturating_sub(cpu) / calls.max(1) as u32;
+    Paced { latencies, late, cpu_per_call }
 }
 
 /// Prints p50/p99/max of `latencies` and how faithful the pacer was (`late`).
-fn report(name: &str, rate: f64, mut latencies: Vec<Duration>, mut late: Vec<Duration>) {
+fn report(name: &str, rate: f64, Paced { mut latencies, mut late, cpu_per_call }: Paced) {
     // This machine's sleeping threads wake late (a VM without guest halt polling), and
     // a late pacer sends the overdue calls in a burst that queues at the server. Calls
     // over the 1 ms target right after such a burst are the pacer's doing as much as
@@ -290,7 +308,7 @@ fn report(name: &str, rate: f64, mut latencies: Vec<Duration>, mut late: Vec<Dur
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     println!(
-        "{name}: at {rate:.0} calls/s ({} calls): p50 {:?}, p99 {:?}, max {:?}; pacer late by p50 {:?}, p99 {:?}; {} calls over 1 ms, {after_burst} of them within 20 calls after a send 0.5 ms late",
+        "{name}: at {rate:.0} calls/s ({} calls): p50 {:?}, p99 {:?}, max {:?}; CPU {cpu_per_call:?} a call; pacer late by p50 {:?}, p99 {:?}; {} calls over 1 ms, {after_burst} of them within 20 calls after a send 0.5 ms late",
         latencies.len(),
         at(0.50),
         at(0.99),
@@ -317,22 +335,22 @@ fn unary_latency(running: &Running) {
     println!("grpc/unary_score: peak {peak:.0} calls/s ({CLIENTS} clients); paced at {rate:.0} calls/s ({how}):");
     let calls = (rate * 5.0) as usize;
     let channel = running.channel.clone();
-    let (latencies, late) = paced_latencies(&running.runtime, rate, calls, |n| {
+    let paced = paced_latencies(&running.runtime, rate, calls, |n| {
         let mut client = ScoringClient::new(channel.clone());
         async move {
             client.score(one_record(n)).await.expect("scored");
         }
     });
-    report("grpc/unary_score", rate, latencies, late);
+    report("grpc/unary_score", rate, paced);
     // The same calls' transport alone: the health check on the same server, channel and
     // runtime, at the same rate. What Score's tail has beyond this is the service's.
-    let (latencies, late) = paced_latencies(&running.runtime, rate, calls, |_| {
+    let paced = paced_latencies(&running.runtime, rate, calls, |_| {
         let mut client = HealthClient::new(channel.clone());
         async move {
             client.check(HealthCheckRequest { service: String::new() }).await.expect("serving");
         }
     });
-    report("grpc/unary_health_check (transport only)", rate, latencies, late);
+    report("grpc/unary_health_check (transport only)", rate, paced);
 }
 
 fn main() {
