@@ -734,3 +734,18 @@ fn one_dimensional_trees_learn_as_trees_with_pointers_do() {
         assert_eq!(sorted.check(&store, 64), Ok(()));
     }
 }
+
+#[test]
+fn a_one_dimensional_model_keeps_a_sample_in_under_fifteen_bytes_besides_its_value() {
+    // A leaf's point reference, its sampler key and its node's cut (4 bytes each) and
+    // level (2), as such trees keep no pointers, and the trees' and scratch space's
+    // fixed sizes. The values are in the shared point store.
+    let (values, _) = seed_scenario(5_000, 9);
+    let mut f = forest(1, 1, 50, 256, 9);
+    for &v in &values {
+        f.update(&[v]).expect("update");
+    }
+    let (samples, store) = (50 * 256, f.store.memory_bytes());
+    let bytes = f.memory_bytes() - store;
+    assert!(bytes <= samples * 15, "{bytes} bytes for {samples} samples");
+}

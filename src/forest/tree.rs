@@ -16,8 +16,9 @@
 //!
 //! A one-dimensional tree keeps no pointers: its leaves and cuts are sorted, so a point
 //! is placed by a search over the cuts, and its shape is each node's depth (`levels`),
-//! which insert and delete keep without a path. [`Tree::relink`] sets the pointers
-//! from the depths for snapshots and the rare walks that descend.
+//! which insert and delete keep without a path. So its nodes are only their cuts (4
+//! bytes, where a node with pointers takes 8), and a duplicate node is marked in its
+//! level. [`Tree::relink`] makes nodes with pointers for snapshots and tests.
 
 use std::hint::select_unpredictable;
 
@@ -30,6 +31,12 @@ use super::store::PointStore;
 
 /// Cut dimension marking a node between two copies of the same point.
 pub(crate) const DUPLICATE: u8 = u8::MAX;
+
+/// A one-dimensional tree's mark of a duplicate node, in the node's level (which is at
+/// most the sample size + 1). Marked levels compare above every unmarked one, and a
+/// duplicate node's subtree holds only duplicate nodes, so a scan for the nearest node
+/// shallower than a given one finds the same node with the marks as without them.
+const DUPLICATE_LEVEL: u16 = 1 << 15;
 
 /// An internal node in 8 bytes: points with `x[dim] <= cut` go left; `left`/`right`
 /// are the distances (in gaps) to the child nodes, 0 meaning the neighbouring leaf.
@@ -87,6 +94,10 @@ impl Node {
     fn new(dim: u8, cut: f32, left: usize, right: usize) -> Self {
         Node { cut: ordered(cut), links: left as u32 | (right as u32) << LINK_BITS | u32::from(dim) << (2 * LINK_BITS) }
     }
+    /// A node with no children yet, its cut already [`ordered`].
+    fn keyed(dim: u8, cut: i32) -> Self {
+        Node { cut, links: u32::from(dim) << (2 * LINK_BITS) }
+    }
     #[inline]
     fn cut(self) -> f32 {
         unordered(self.cut)
@@ -117,8 +128,8 @@ pub(crate) struct Tree {
     pub(crate) leaves: Vec<u32>,
     /// Reservoir-sampling keys, parallel to `leaves` (see `sampler`).
     pub(crate) keys: Vec<f32>,
-    /// Node i sits between leaf i and leaf i + 1. (A one-dimensional tree's pointers
-    /// and root are only set by [`Tree::relink`].)
+    /// Node i sits between leaf i and leaf i + 1. Empty in a one-dimensional tree
+    /// (see `cuts`) until [`Tree::relink`] makes them, with the root.
     nodes: Vec<Node>,
     /// Index of the root node (when there are two leaves or more).
     root: u16,
@@ -134,11 +145,16 @@ pub(crate) struct Tree {
     #[serde(skip)]
     one_dimensional: bool,
     /// In a one-dimensional tree, the level of each node by gap, its depth + 1 (the
-    /// root's is 1), framed by a 0 at each end, so that a scan for a shallower node
-    /// stops at the ends without a bounds test; empty otherwise. Not in snapshots:
-    /// rebuilt on restore.
+    /// root's is 1), with [`DUPLICATE_LEVEL`] on duplicate nodes, framed by a 0 at each
+    /// end, so that a scan for a shallower node stops at the ends without a bounds
+    /// test; empty otherwise. Not in snapshots: rebuilt on restore.
     #[serde(skip)]
     levels: Vec<u16>,
+    /// In a one-dimensional tree, node i's cut as [`ordered`] keys it (a duplicate
+    /// node's is its run's value); empty otherwise. Not in snapshots, which hold the
+    /// nodes [`Tree::relink`] makes: rebuilt on restore.
+    #[serde(skip)]
+    cuts: Vec<i32>,
 }
 
 /// An internal node on the path from the root to a leaf, and the leaves below it.
@@ -425,39 +441,39 @@ pub(crate) struct Rank {
     through: usize,
 }
 
-/// [`cuts_where`] over `N` trees' nodes (all of the same length) in lockstep.
+/// [`cuts_where`] over `N` trees' cuts (all of the same length) in lockstep.
 #[inline(always)]
-fn lockstep_cuts<const N: usize>(nodes: &[&[Node]; N], below: impl Fn(i32) -> bool) -> [usize; N] {
+fn lockstep_cuts<const N: usize>(cuts: &[&[i32]; N], below: impl Fn(i32) -> bool) -> [usize; N] {
     let mut r = [0; N];
-    let mut size = nodes[0].len();
+    let mut size = cuts[0].len();
     while size > 1 {
         let half = size / 2;
         for l in 0..N {
-            r[l] = select_unpredictable(below(nodes[l][r[l] + half].cut), r[l] + half, r[l]);
+            r[l] = select_unpredictable(below(cuts[l][r[l] + half]), r[l] + half, r[l]);
         }
         size -= half;
     }
     for l in 0..N {
-        r[l] += usize::from(below(nodes[l][r[l]].cut));
+        r[l] += usize::from(below(cuts[l][r[l]]));
     }
     r
 }
 
-/// How many of `nodes`, whose cuts are in order (as a one-dimensional tree's are), have
-/// a cut that satisfies `below` (true for a prefix of them): a binary search of a fixed
-/// number of steps for a length, without branches on the data.
+/// How many of `cuts`, in order (as a one-dimensional tree's are), satisfy `below`
+/// (true for a prefix of them): a binary search of a fixed number of steps for a
+/// length, without branches on the data.
 #[inline(always)]
-fn cuts_where(nodes: &[Node], below: impl Fn(i32) -> bool) -> usize {
-    let (mut r, mut size) = (0, nodes.len());
+fn cuts_where(cuts: &[i32], below: impl Fn(i32) -> bool) -> usize {
+    let (mut r, mut size) = (0, cuts.len());
     if size == 0 {
         return 0;
     }
     while size > 1 {
         let half = size / 2;
-        r = select_unpredictable(below(nodes[r + half].cut), r + half, r);
+        r = select_unpredictable(below(cuts[r + half]), r + half, r);
         size -= half;
     }
-    r + usize::from(below(nodes[r].cut))
+    r + usize::from(below(cuts[r]))
 }
 
 /// Inserts `value` at `at` into `items`, then removes what is then at `gone`, by
@@ -506,15 +522,18 @@ fn same_point(a: &[f32], b: &[f32]) -> bool {
 
 impl Tree {
     pub(crate) fn new(sample_size: usize, seed: u64, one_dimensional: bool) -> Self {
-        let mut levels = Vec::new();
+        let (mut levels, mut nodes, mut cuts) = (Vec::new(), Vec::new(), Vec::new());
         if one_dimensional {
             levels.reserve(sample_size + 2);
             levels.extend([0, 0]);
+            cuts.reserve(sample_size);
+        } else {
+            nodes.reserve(sample_size);
         }
         Tree {
             leaves: Vec::with_capacity(sample_size + 1),
             keys: Vec::with_capacity(sample_size + 1),
-            nodes: Vec::with_capacity(sample_size),
+            nodes,
             root: 0,
             max_key: f32::NEG_INFINITY,
             next_accept: 0,
@@ -522,15 +541,18 @@ impl Tree {
             rng: Rng::new(seed),
             one_dimensional,
             levels,
+            cuts,
         }
     }
 
     /// Rebuilds what snapshots leave out, for a tree that passed [`Tree::is_consistent`]:
-    /// in a one-dimensional tree the nodes' levels, and the cut of each duplicate node,
-    /// which [`Tree::score_sorted`] reads as its run's value (older snapshots hold 0).
+    /// a one-dimensional tree's levels and cuts from its nodes, which it then lets go.
+    /// A duplicate node's cut is its run's value, which [`Tree::score_sorted`] reads
+    /// (older snapshots hold 0).
     pub(crate) fn rebuild(&mut self, one_dimensional: bool, store: &PointStore) {
         self.one_dimensional = one_dimensional;
         self.levels.clear();
+        self.cuts.clear();
         if !one_dimensional {
             return;
         }
@@ -538,8 +560,9 @@ impl Tree {
         self.levels.resize(gaps + 2, 0);
         let mut stack = if gaps > 0 { vec![(self.root as usize, 1u16)] } else { Vec::new() };
         while let Some((gap, level)) = stack.pop() {
-            self.levels[gap + 1] = level;
             let node = self.nodes[gap];
+            let mark = if node.dim() == DUPLICATE { DUPLICATE_LEVEL } else { 0 };
+            self.levels[gap + 1] = level | mark;
             if node.left() != 0 {
                 stack.push((gap - node.left(), level + 1));
             }
@@ -547,22 +570,27 @@ impl Tree {
                 stack.push((gap + node.right(), level + 1));
             }
         }
-        for gap in 0..gaps {
-            if self.nodes[gap].dim() == DUPLICATE {
-                self.nodes[gap].cut = ordered(store.point(self.leaves[gap])[0]);
-            }
-        }
+        let cut = |(gap, node): (usize, &Node)| match node.dim() {
+            DUPLICATE => ordered(store.point(self.leaves[gap])[0]),
+            _ => node.cut,
+        };
+        self.cuts = self.nodes.iter().enumerate().map(cut).collect();
+        self.nodes = Vec::new();
     }
 
-    /// Sets a one-dimensional tree's pointers and root from its levels, which are all
-    /// such a tree keeps up to date (it is searched, not descended, and insert and
-    /// delete read the levels): for snapshots, and for the rare walks that descend.
-    /// A node's parent is the deeper of the nearest shallower nodes on either side.
+    /// Makes a one-dimensional tree's nodes, with pointers, and its root, from its cuts
+    /// and levels, which are all such a tree keeps (it is searched, not descended, and
+    /// insert and delete read the levels): for snapshots, and for tests. A node's parent
+    /// is the deeper of the nearest shallower nodes on either side.
     pub(crate) fn relink(&mut self) {
         if !self.one_dimensional {
             return;
         }
-        let (levels, nodes) = (&self.levels, &mut self.nodes);
+        let levels = &self.levels;
+        let dim = |gap: usize| if levels[gap + 1] & DUPLICATE_LEVEL != 0 { DUPLICATE } else { 0 };
+        self.nodes = self.cuts.iter().enumerate().map(|(gap, &cut)| Node::keyed(dim(gap), cut)).collect();
+        let nodes = &mut self.nodes;
+        // (With the duplicates' marks: they give the same shape, see DUPLICATE_LEVEL.)
         let level = |g: usize| levels[g + 1];
         // Nodes whose right subtree is still open, shallowest first.
         let mut open: Vec<usize> = Vec::with_capacity(64);
@@ -574,7 +602,6 @@ impl Tree {
             }
             nodes[gap].set_left(left.map_or(0, |child| gap - child));
             // This node is the open parent's right child, until a later one takes its place.
-            nodes[gap].set_right(0);
             if let Some(&parent) = open.last() {
                 nodes[parent].set_right(gap - parent);
             }
@@ -992,9 +1019,10 @@ impl Tree {
     /// Where a one-dimensional `x` falls in this tree (see [`Rank`]).
     pub(crate) fn rank(&self, x: f32) -> Rank {
         let key = ordered(x);
-        let below = cuts_where(&self.nodes, |cut| cut < key);
-        let on_run = self.nodes.get(below).is_some_and(|node| node.dim() == DUPLICATE);
-        let through = if on_run { cuts_where(&self.nodes, |cut| cut <= key) } else { below };
+        let below = cuts_where(&self.cuts, |cut| cut < key);
+        // Cuts are in order: some cut is x's own only if the first not below x is.
+        let on_run = self.cuts.get(below) == Some(&key);
+        let through = if on_run { cuts_where(&self.cuts, |cut| cut <= key) } else { below };
         Rank { below, through }
     }
 
@@ -1006,17 +1034,17 @@ impl Tree {
         let (trees, [x]) = (<&[Tree; N]>::try_from(trees).ok()?, x) else {
             return None;
         };
-        let gaps = trees[0].nodes.len();
-        if gaps == 0 || trees.iter().any(|t| !t.one_dimensional || t.nodes.len() != gaps) {
+        let gaps = trees[0].cuts.len();
+        if gaps == 0 || trees.iter().any(|t| !t.one_dimensional || t.cuts.len() != gaps) {
             return None;
         }
         let key = ordered(*x);
-        let nodes: [&[Node]; N] = std::array::from_fn(|l| &trees[l].nodes[..gaps]);
-        let below = lockstep_cuts(&nodes, |cut| cut < key);
-        // A second search only where x falls on a run of duplicates (integer values),
-        // where x is usually the run's value and the run's end is wanted.
-        let on_run = (0..N).any(|l| below[l] < gaps && nodes[l][below[l]].dim() == DUPLICATE);
-        let through = if on_run { lockstep_cuts(&nodes, |cut| cut <= key) } else { below };
+        let cuts: [&[i32]; N] = std::array::from_fn(|l| &trees[l].cuts[..gaps]);
+        let below = lockstep_cuts(&cuts, |cut| cut < key);
+        // A second search only where x is a cut's value, the value of a run of
+        // duplicates (integer values) as a rule, whose end is wanted.
+        let on_run = (0..N).any(|l| below[l] < gaps && cuts[l][below[l]] == key);
+        let through = if on_run { lockstep_cuts(&cuts, |cut| cut <= key) } else { below };
         Some(std::array::from_fn(|l| Rank { below: below[l], through: through[l] }))
     }
 
@@ -1041,8 +1069,10 @@ impl Tree {
         if n == 0 {
             return (0.0, rng.map(|_| Placement::FIRST));
         }
-        let (nodes, levels) = (&self.nodes[..], &self.levels[..]);
-        let gaps = nodes.len();
+        let (cuts, levels) = (&self.cuts[..], &self.levels[..]);
+        let gaps = cuts.len();
+        // Whether node g is a duplicate (gap `gaps` is the frame's: no).
+        let duplicate = |g: usize| levels[g + 1] & DUPLICATE_LEVEL != 0;
         let value = |i: usize| store.point(self.leaves[i])[0];
         let r = rank.below;
         let leaf = value(r);
@@ -1051,15 +1081,15 @@ impl Tree {
         // searched, not walked). Usually r is a single leaf, which one load tells.
         let (mut a, mut b) = (r, r);
         let run = ordered(leaf);
-        if a > 0 && nodes[a - 1].dim() == DUPLICATE {
-            a = cuts_where(&nodes[..a], |cut| cut < run);
+        if a > 0 && duplicate(a - 1) {
+            a = cuts_where(&cuts[..a], |cut| cut < run);
         }
-        if b < gaps && nodes[b].dim() == DUPLICATE {
+        if b < gaps && duplicate(b) {
             // Past the duplicates, the node after the run may hold the run's value too.
             // (At least one past b: only a tree whose cuts are out of order, from a
             // corrupted snapshot, could give less.)
-            b = if leaf == x { rank.through } else { b + cuts_where(&nodes[b..], |cut| cut <= run) }.max(b + 1);
-            b -= usize::from(nodes[b - 1].dim() != DUPLICATE);
+            b = if leaf == x { rank.through } else { b + cuts_where(&cuts[b..], |cut| cut <= run) }.max(b + 1);
+            b -= usize::from(!duplicate(b - 1));
         }
         // The levels of the nodes at the run's two ends (gaps a - 1 and b); the run's
         // parent is the deeper one, so its own depth is that node's level.
@@ -1325,7 +1355,7 @@ impl Tree {
         self.leaves.insert(leaf, reference);
         self.keys.insert(leaf, key);
         if self.one_dimensional {
-            self.nodes.insert(gap, Node::new(dim, cut, 0, 0));
+            self.cuts.insert(gap, ordered(cut));
             Self::lower_subtree(&mut self.levels, placement);
             return;
         }
@@ -1424,17 +1454,18 @@ impl Tree {
     /// level, into the parent's place.
     fn delete_by_levels(&mut self, i: usize) {
         let parent = Self::lift_sibling(&mut self.levels, i);
-        self.nodes.remove(parent);
+        self.cuts.remove(parent);
     }
 
     /// The levels' part of inserting where `placement` says in a one-dimensional tree:
     /// levels alone give its shape, so the subtree goes one level down, under the new
     /// node at its place.
     fn lower_subtree(levels: &mut Vec<u16>, placement: Placement) {
-        let Placement { lo, hi, level, right, .. } = placement;
+        let Placement { lo, hi, level, dim, right, .. } = placement;
         let gap = if right { hi } else { lo };
         levels[lo + 1..hi + 1].iter_mut().for_each(|d| *d += 1);
-        levels.insert(gap + 1, level as u16 + 1);
+        let mark = if dim == DUPLICATE { DUPLICATE_LEVEL } else { 0 };
+        levels.insert(gap + 1, (level as u16 + 1) | mark);
     }
 
     /// The levels' part of deleting leaf `i` (of two or more) in a one-dimensional tree:
@@ -1458,22 +1489,17 @@ impl Tree {
     /// the one that goes move one place, those beyond neither. `key` must be below
     /// `max_key`, as an accepted point's is.
     fn insert_evicting(&mut self, placement: Placement, reference: u32, key: f32) {
-        let Placement { lo, hi, dim, cut, right, .. } = placement;
+        let Placement { lo, hi, cut, right, .. } = placement;
         let (gap, at) = if right { (hi, hi + 1) } else { (lo, lo) };
-        let node = Node::new(dim, cut, 0, 0);
         Self::lower_subtree(&mut self.levels, placement);
         // The evicted leaf's position before the insert, and after it (`evicted`: the
         // numbering that `evict` would see, which the rest uses).
         let position = self.largest_key_position();
         let evicted = position + usize::from(position >= at);
-        // The run's last leaf, as `evict` finds it, over the nodes as the insert leaves them.
-        let node_at = |g: usize| match g.cmp(&gap) {
-            std::cmp::Ordering::Less => self.nodes[g],
-            std::cmp::Ordering::Equal => node,
-            std::cmp::Ordering::Greater => self.nodes[g - 1],
-        };
+        // The run's last leaf, as `evict` finds it, over the nodes as the insert leaves
+        // them (as the levels are now).
         let mut last = evicted;
-        while last < self.leaves.len() && node_at(last).dim() == DUPLICATE {
+        while last < self.leaves.len() && self.levels[last + 1] & DUPLICATE_LEVEL != 0 {
             last += 1;
         }
         if last != evicted {
@@ -1489,7 +1515,7 @@ impl Tree {
         let parent = Self::lift_sibling(&mut self.levels, last);
         shift_in(&mut self.leaves, at, reference, last);
         shift_in(&mut self.keys, at, key, last);
-        shift_in(&mut self.nodes, gap, node, parent);
+        shift_in(&mut self.cuts, gap, ordered(cut), parent);
         self.refresh_max_key();
     }
 
@@ -1569,7 +1595,7 @@ impl Tree {
             // As the walk below reads a one-dimensional tree (which keeps no pointers):
             // a run of duplicates counts as its first leaf; a known value leads to its
             // own run, a missing one to every run, all as near.
-            let starts_run = |i: usize| i == 0 || self.nodes[i - 1].dim() != DUPLICATE;
+            let starts_run = |i: usize| self.levels[i] & DUPLICATE_LEVEL == 0;
             if !only.is_nan() {
                 let mut i = self.rank(*only).below;
                 while !starts_run(i) {
@@ -1675,6 +1701,15 @@ impl Tree {
         chunk * 8 + self.keys[chunk * 8..].iter().position(|&k| k == max).unwrap_or(0)
     }
 
+    /// Whether node `gap` joins two copies of a point.
+    fn is_duplicate(&self, gap: usize) -> bool {
+        if self.one_dimensional {
+            self.levels[gap + 1] & DUPLICATE_LEVEL != 0
+        } else {
+            self.nodes[gap].dim() == DUPLICATE
+        }
+    }
+
     /// Evicts the sample with the largest key.
     pub(crate) fn evict(&mut self, path: &mut Vec<PathNode>) {
         let position = self.largest_key_position();
@@ -1683,7 +1718,7 @@ impl Tree {
         // above that leaf, so its path is short, where the path to a leaf inside the
         // chain is as long as the chain (integer sensor values make long runs).
         let mut last = position;
-        while last < self.nodes.len() && self.nodes[last].dim() == DUPLICATE {
+        while last + 1 < self.leaves.len() && self.is_duplicate(last) {
             last += 1;
         }
         self.leaves.swap(position, last);
@@ -1712,6 +1747,7 @@ impl Tree {
             + self.keys.capacity() * 4
             + self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.levels.capacity() * 2
+            + self.cuts.capacity() * 4
     }
 
     /// Checks the tree's invariants: the pointers form a binary tree over the leaves,
@@ -1761,7 +1797,7 @@ impl Tree {
             if rebuilt.levels != self.levels {
                 return Err(format!("levels {:?}, the tree's are {:?}", self.levels, rebuilt.levels));
             }
-            if rebuilt.nodes != self.nodes {
+            if rebuilt.cuts != self.cuts {
                 return Err("a duplicate node's cut is not its run's value".into());
             }
         }
@@ -1809,12 +1845,18 @@ impl Tree {
     /// Sets every duplicate node's cut to 0, as snapshots before [`Tree::rebuild`] held.
     #[cfg(test)]
     pub(crate) fn forget_duplicate_cuts(&mut self) {
+        for gap in 0..self.cuts.len() {
+            if self.is_duplicate(gap) {
+                self.cuts[gap] = ordered(0.0);
+            }
+        }
         self.nodes.iter_mut().filter(|node| node.dim() == DUPLICATE).for_each(|node| node.cut = ordered(0.0));
     }
 
     /// Puts the cuts in reverse order, as a corrupted snapshot could.
     #[cfg(test)]
     pub(crate) fn reverse_cuts(&mut self) {
+        self.cuts.reverse();
         let cuts: Vec<i32> = self.nodes.iter().rev().map(|node| node.cut).collect();
         self.nodes.iter_mut().zip(cuts).for_each(|(node, cut)| node.cut = cut);
     }
