@@ -295,7 +295,8 @@ where
     Paced { latencies, late, cpu_per_call }
 }
 
-/// Prints p50/p99/max of `latencies` and how faithful the pacer was (`late`).
+/// Prints p50/p99/max of the latencies, the CPU time per call, and how faithful the
+/// pacer was.
 fn report(name: &str, rate: f64, Paced { mut latencies, mut late, cpu_per_call }: Paced) {
     // This machine's sleeping threads wake late (a VM without guest halt polling), and
     // a late pacer sends the overdue calls in a burst that queues at the server. Calls
