@@ -38,6 +38,22 @@ pub(crate) const DUPLICATE: u8 = u8::MAX;
 /// shallower than a given one finds the same node with the marks as without them.
 const DUPLICATE_LEVEL: u16 = 1 << 15;
 
+/// The mark a node of cut dimension `dim` carries in its level (see [`DUPLICATE_LEVEL`]).
+#[inline]
+fn mark(dim: u8) -> u16 {
+    if dim == DUPLICATE {
+        DUPLICATE_LEVEL
+    } else {
+        0
+    }
+}
+
+/// Whether a one-dimensional tree's `level` is a duplicate node's.
+#[inline]
+fn marked(level: u16) -> bool {
+    level & DUPLICATE_LEVEL != 0
+}
+
 /// An internal node in 8 bytes: points with `x[dim] <= cut` go left; `left`/`right`
 /// are the distances (in gaps) to the child nodes, 0 meaning the neighbouring leaf.
 /// One load per level of a descent.
@@ -561,8 +577,7 @@ impl Tree {
         let mut stack = if gaps > 0 { vec![(self.root as usize, 1u16)] } else { Vec::new() };
         while let Some((gap, level)) = stack.pop() {
             let node = self.nodes[gap];
-            let mark = if node.dim() == DUPLICATE { DUPLICATE_LEVEL } else { 0 };
-            self.levels[gap + 1] = level | mark;
+            self.levels[gap + 1] = level | mark(node.dim());
             if node.left() != 0 {
                 stack.push((gap - node.left(), level + 1));
             }
@@ -587,7 +602,7 @@ impl Tree {
             return;
         }
         let levels = &self.levels;
-        let dim = |gap: usize| if levels[gap + 1] & DUPLICATE_LEVEL != 0 { DUPLICATE } else { 0 };
+        let dim = |gap: usize| if marked(levels[gap + 1]) { DUPLICATE } else { 0 };
         self.nodes = self.cuts.iter().enumerate().map(|(gap, &cut)| Node::keyed(dim(gap), cut)).collect();
         let nodes = &mut self.nodes;
         // (With the duplicates' marks: they give the same shape, see DUPLICATE_LEVEL.)
@@ -1072,7 +1087,7 @@ impl Tree {
         let (cuts, levels) = (&self.cuts[..], &self.levels[..]);
         let gaps = cuts.len();
         // Whether node g is a duplicate (gap `gaps` is the frame's: no).
-        let duplicate = |g: usize| levels[g + 1] & DUPLICATE_LEVEL != 0;
+        let duplicate = |g: usize| marked(levels[g + 1]);
         let value = |i: usize| store.point(self.leaves[i])[0];
         let r = rank.below;
         let leaf = value(r);
@@ -1464,8 +1479,7 @@ impl Tree {
         let Placement { lo, hi, level, dim, right, .. } = placement;
         let gap = if right { hi } else { lo };
         levels[lo + 1..hi + 1].iter_mut().for_each(|d| *d += 1);
-        let mark = if dim == DUPLICATE { DUPLICATE_LEVEL } else { 0 };
-        levels.insert(gap + 1, (level as u16 + 1) | mark);
+        levels.insert(gap + 1, (level as u16 + 1) | mark(dim));
     }
 
     /// The levels' part of deleting leaf `i` (of two or more) in a one-dimensional tree:
@@ -1499,7 +1513,7 @@ impl Tree {
         // The run's last leaf, as `evict` finds it, over the nodes as the insert leaves
         // them (as the levels are now).
         let mut last = evicted;
-        while last < self.leaves.len() && self.levels[last + 1] & DUPLICATE_LEVEL != 0 {
+        while last < self.leaves.len() && marked(self.levels[last + 1]) {
             last += 1;
         }
         if last != evicted {
@@ -1595,7 +1609,7 @@ impl Tree {
             // As the walk below reads a one-dimensional tree (which keeps no pointers):
             // a run of duplicates counts as its first leaf; a known value leads to its
             // own run, a missing one to every run, all as near.
-            let starts_run = |i: usize| self.levels[i] & DUPLICATE_LEVEL == 0;
+            let starts_run = |i: usize| !marked(self.levels[i]);
             if !only.is_nan() {
                 let mut i = self.rank(*only).below;
                 while !starts_run(i) {
@@ -1704,7 +1718,7 @@ impl Tree {
     /// Whether node `gap` joins two copies of a point.
     fn is_duplicate(&self, gap: usize) -> bool {
         if self.one_dimensional {
-            self.levels[gap + 1] & DUPLICATE_LEVEL != 0
+            marked(self.levels[gap + 1])
         } else {
             self.nodes[gap].dim() == DUPLICATE
         }
