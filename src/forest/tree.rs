@@ -136,6 +136,12 @@ impl Node {
     fn set_right(&mut self, right: usize) {
         self.links = self.links & !(LINK_MASK << LINK_BITS) | (right as u32) << LINK_BITS;
     }
+    /// [`Node::set_left`] if `left`, else [`Node::set_right`], without a branch.
+    #[inline]
+    fn set_link(&mut self, left: bool, distance: usize) {
+        let shift = select_unpredictable(left, 0, LINK_BITS);
+        self.links = self.links & !(LINK_MASK << shift) | (distance as u32) << shift;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1398,11 +1404,10 @@ impl Tree {
 
     /// Sets `parent`'s pointer on the side of `child` (both node indices).
     fn point_to(&mut self, parent: usize, child: usize) {
-        if child < parent {
-            self.nodes[parent].set_left(parent - child);
-        } else {
-            self.nodes[parent].set_right(child - parent);
-        }
+        // Left or right at random, for every node of a path: selects, not a branch.
+        let left = child < parent;
+        let distance = select_unpredictable(left, parent.wrapping_sub(child), child.wrapping_sub(parent));
+        self.nodes[parent].set_link(left, distance);
     }
 
     /// Deletes leaf `i`: its parent node goes, its sibling subtree moves up a level.
