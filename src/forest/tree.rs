@@ -723,7 +723,10 @@ impl Tree {
         // (The step indexes four paths, one per lane.)
         #[allow(clippy::needless_range_loop)]
         for step in 0..STEPS {
-            let mut any = false;
+            // Whether any lane is still above its leaves after this step: the sum of
+            // the lanes' spans, one test (an OR of the lanes' tests became a branch per
+            // lane, each a coin toss near the end).
+            let mut spans = 0;
             for l in 0..LANES {
                 let node = nodes[l][gap[l]];
                 let inner = lo[l] < hi[l];
@@ -733,9 +736,9 @@ impl Tree {
                 lo[l] = select_unpredictable(left, lo[l], gap[l] + 1);
                 hi[l] = select_unpredictable(left, gap[l], hi[l]);
                 gap[l] = select_unpredictable(left, gap[l].wrapping_sub(node.left()), gap[l] + node.right());
-                any |= inner;
+                spans += hi[l] - lo[l];
             }
-            if !any {
+            if spans == 0 {
                 break;
             }
         }
@@ -1388,11 +1391,12 @@ impl Tree {
         };
         // Node indices at or after the new gap move one place right.
         let moved = |g: usize| if g >= gap { g + 1 } else { g };
-        let node = match subtree {
-            None => Node::new(dim, cut, 0, 0),
-            Some(s) if right => Node::new(dim, cut, gap - s, 0),
-            Some(s) => Node::new(dim, cut, 0, moved(s) - gap),
-        };
+        // The new node's link to that subtree (0 for a leaf), on the side away from the
+        // new leaf: which side, and whether a leaf, are coin tosses, so selects.
+        let s = subtree.unwrap_or(gap);
+        let far = select_unpredictable(right, gap.wrapping_sub(s), moved(s).wrapping_sub(gap));
+        let mut node = Node::new(dim, cut, 0, 0);
+        node.set_link(right, select_unpredictable(subtree.is_some(), far, 0));
         self.root = if level == 0 { gap as u16 } else { moved(self.root as usize) as u16 };
         self.nodes.insert(gap, node);
         // Re-point the path, in the new numbering, down to the new node.
@@ -1439,16 +1443,15 @@ impl Tree {
         };
         let parent = last.gap();
         let node = self.nodes[parent];
-        // The sibling: a node index, or None for a leaf.
-        let sibling = if i <= parent {
-            (node.right() != 0).then(|| parent + node.right())
-        } else {
-            (node.left() != 0).then(|| parent - node.left())
-        };
+        // The sibling: a node index if its link is not 0, else a leaf (selects: the
+        // side is a coin toss).
+        let left = i <= parent;
+        let link = select_unpredictable(left, node.right(), node.left());
+        let sibling = select_unpredictable(left, parent + link, parent.wrapping_sub(link));
         let moved = |g: usize| if g > parent { g - 1 } else { g };
         let ancestors = path.len() - 1;
         if ancestors == 0 {
-            self.root = sibling.map_or(0, moved) as u16;
+            self.root = select_unpredictable(link != 0, moved(sibling), 0) as u16;
         } else {
             self.root = moved(self.root as usize) as u16;
         }
@@ -1457,13 +1460,11 @@ impl Tree {
             let above = moved(path[j].gap());
             if j + 1 < ancestors {
                 self.point_to(above, moved(path[j + 1].gap()));
-            } else if let Some(sibling) = sibling {
-                self.point_to(above, moved(sibling));
-            } else if parent < path[j].gap() {
-                // The sibling leaf is now the neighbouring leaf on the parent's side.
-                self.nodes[above].set_left(0);
             } else {
-                self.nodes[above].set_right(0);
+                // The sibling takes the parent's place, on its side: its node, or (a
+                // leaf) the neighbouring leaf on that side, a link of 0.
+                let far = select_unpredictable(link != 0, moved(sibling).abs_diff(above), 0);
+                self.nodes[above].set_link(parent < path[j].gap(), far);
             }
         }
     }
