@@ -780,6 +780,9 @@ mod tests {
         let path = std::env::temp_dir().join(format!("rcfd-scorer-{name}-{}.redb", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let store = Arc::new(EmbeddedStore::open(&path).expect("store"));
+        // Unlinked at once: the open store keeps the file until the scorer goes, and
+        // no run leaves one behind (a few MB each).
+        let _ = std::fs::remove_file(&path);
         let (sink, _queued) = queue::queue(queue::DEFAULT_CAPACITY);
         Scorer::new(Registry::new(vec![detector], 100, store), threads, Arc::new(Metrics::default()), sink)
     }
