@@ -108,13 +108,14 @@ proptest! {
             outside += f64::from(if v > h { v - h } else if v < l { l - v } else { 0.0 });
         }
         // The SIMD sums are those of the order they stand for, to the bit, and both are
-        // the plain sums up to the rounding of the order.
+        // the plain f64 sums up to the rounding of four f32 lanes (sums of terms >= 0:
+        // a few units in the last place of an f32).
         let (merged, out) = ranges(&lo, &hi, &x);
         let (merged_in_order, out_in_order) = ranges_in_order(&lo, &hi, &x);
         prop_assert_eq!(out.to_bits(), out_in_order.to_bits());
         prop_assert_eq!(merged.to_bits(), merged_in_order.to_bits());
-        prop_assert!((out - outside).abs() <= 1e-12 * outside, "{out} vs {outside}");
-        prop_assert!((merged - (inner + outside)).abs() <= 1e-12 * (inner + outside), "{merged} vs {}", inner + outside);
+        prop_assert!((out - outside).abs() <= 1e-6 * outside, "{out} vs {outside}");
+        prop_assert!((merged - (inner + outside)).abs() <= 1e-6 * (inner + outside), "{merged} vs {}", inner + outside);
     }
 
     /// Masses add up, every box holds its points, duplicates are equal and the samples
