@@ -63,6 +63,9 @@ fn in_process(c: &mut Criterion) {
     let path = std::env::temp_dir().join(format!("rcfd-bench-grpc-inproc-{}.redb", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let store: Arc<EmbeddedStore> = Arc::new(EmbeddedStore::open(&path).expect("store"));
+    // Unlinked once open (the store keeps its handle), so that an interrupted run leaves
+    // no file behind.
+    let _ = std::fs::remove_file(&path);
     let mut registry = Registry::new(vec![detector.clone()], 1_000, store.clone());
     let names: Vec<String> = (0..ENTITIES).map(|e| format!("sensor-{e}")).collect();
     let mut step = 0;
@@ -130,7 +133,6 @@ fn in_process(c: &mut Criterion) {
         })
     });
     group.finish();
-    let _ = std::fs::remove_file(path);
 }
 
 struct Running {
@@ -138,7 +140,6 @@ struct Running {
     channel: Channel,
     stop: tokio::sync::oneshot::Sender<()>,
     service: tokio::task::JoinHandle<anyhow::Result<()>>,
-    store: std::path::PathBuf,
 }
 
 fn start() -> Running {
@@ -160,9 +161,12 @@ fn start() -> Running {
             .create_detector(proto::CreateDetectorRequest { config_toml: DETECTOR.into() })
             .await;
         created.expect("detector created");
+        // The service has its store open now: unlinked, so that an interrupted run
+        // leaves no file behind.
+        let _ = std::fs::remove_file(&store);
         (service, channel)
     });
-    Running { runtime, channel, stop, service, store }
+    Running { runtime, channel, stop, service }
 }
 
 fn score_batch(c: &mut Criterion, running: &Running) {
@@ -366,6 +370,5 @@ fn main() {
     }
     let _ = running.stop.send(());
     let _ = running.runtime.block_on(running.service);
-    let _ = std::fs::remove_file(&running.store);
     criterion.final_summary();
 }
