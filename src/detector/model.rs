@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Detector, Transform};
 use super::threshold::Threshold;
-use crate::forest::{Forest, ForestError};
+use crate::forest::{Forest, ForestError, MAX_MAGNITUDE};
 
 /// Points over which the normalising transform's mean and deviation forget, per
 /// point of the forest's sample size (the statistics outlive the sample by this much).
@@ -63,6 +63,8 @@ pub enum ModelError {
     FeatureCount { expected: usize, got: usize },
     #[error("feature {index} is {value}: infinite values are not allowed")]
     Infinite { index: usize, value: f64 },
+    #[error("feature {index} is {value:e}: magnitudes above {limit:e} are not allowed", limit = MAX_MAGNITUDE)]
+    TooLarge { index: usize, value: f64 },
     #[error(transparent)]
     Forest(#[from] ForestError),
     #[error("model snapshot: {0}")]
@@ -246,6 +248,11 @@ impl Model {
         }
         if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| v.is_infinite()) {
             return Err(ModelError::Infinite { index, value });
+        }
+        // Compared as the forest holds values, in f32. (A transform could still make a
+        // value too large, from a deviation near zero; the forest then says so.)
+        if let Some((index, &value)) = values.iter().enumerate().find(|(_, &v)| (v as f32).abs() > MAX_MAGNITUDE) {
+            return Err(ModelError::TooLarge { index, value });
         }
         let record = self.transform.apply(values);
         let confidence = self.confidence();
@@ -434,5 +441,8 @@ mod tests {
         assert!(jump.is_anomaly, "{jump:?}");
         assert_eq!(model.process(&[1.0, 2.0]), Err(ModelError::FeatureCount { expected: 1, got: 2 }));
         assert_eq!(model.process(&[f64::INFINITY]), Err(ModelError::Infinite { index: 0, value: f64::INFINITY }));
+        let too_large = model.process(&[-1e300]).map_err(|e| e.to_string());
+        assert_eq!(too_large, Err("feature 0 is -1e300: magnitudes above 1e35 are not allowed".to_owned()));
+        assert!(model.process(&[1e35]).is_ok(), "the limit itself is allowed");
     }
 }

@@ -19,6 +19,11 @@ pub const MAX_SAMPLE_SIZE: usize = 4_096;
 /// Cut dimensions are stored as `u8`, with one value reserved for duplicate leaves.
 pub const MAX_DIMENSIONS: usize = 254;
 pub const MAX_THREADS: usize = 64;
+/// The largest magnitude of a value the forest takes. Ranges are summed in f32 lanes
+/// of up to 64 dimensions each (see `tree::ranges`), and a range is at most twice the
+/// largest magnitude: 1e35 keeps every such sum finite with room to spare, where values
+/// near f32::MAX (3.4e38) would make them infinite and the scores NaN.
+pub const MAX_MAGNITUDE: f32 = 1e35;
 
 /// How to build a forest. Every field has a default except `features`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

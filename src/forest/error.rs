@@ -9,6 +9,8 @@ pub enum ForestError {
     DimensionMismatch { expected: usize, got: usize },
     #[error("value {index} is {value}: infinite values are not allowed (NaN marks a missing value)")]
     Infinite { index: usize, value: f32 },
+    #[error("value {index} is {value:e}: magnitudes above {limit:e} are not allowed", limit = super::MAX_MAGNITUDE)]
+    TooLarge { index: usize, value: f32 },
     #[error("value {index} is missing (NaN) and the forest has no samples yet to impute it from")]
     NothingToImpute { index: usize },
     #[error("row {row}: {source}")]

@@ -5,7 +5,7 @@ use bincode::Options;
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
-use super::config::{ForestConfig, ForestParams};
+use super::config::{ForestConfig, ForestParams, MAX_MAGNITUDE};
 use super::error::ForestError;
 use super::rng::Rng;
 use super::sampler;
@@ -149,6 +149,9 @@ impl Forest {
         for (index, &value) in record.iter().enumerate() {
             if value.is_infinite() {
                 return Err(ForestError::Infinite { index, value });
+            }
+            if value.abs() > MAX_MAGNITUDE {
+                return Err(ForestError::TooLarge { index, value });
             }
             missing |= value.is_nan();
         }

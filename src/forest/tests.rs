@@ -8,7 +8,7 @@ use proptest::test_runner::RngSeed;
 use super::rng::Rng;
 use super::store::PointStore;
 use super::tree::{ordered, ranges, ranges_in_order, Placement, Scratch, Tree, LANES};
-use super::{Forest, ForestConfig, ForestError};
+use super::{Forest, ForestConfig, ForestError, MAX_MAGNITUDE};
 
 fn forest(features: usize, shingle_size: usize, trees: usize, sample_size: usize, seed: u64) -> Forest {
     Forest::new(&ForestConfig { features, shingle_size, trees, sample_size, seed, ..Default::default() })
@@ -394,12 +394,42 @@ fn one_dimensional_trees_with_cuts_out_of_order_score_without_panicking() {
     }
 }
 
+/// Values as large as the forest takes, spread over both signs, score finitely in every
+/// dimension count the fixed-size walk has and beyond it (near f32::MAX the range sums
+/// would overflow and the scores be NaN: that is why larger values are refused).
+#[test]
+fn the_largest_values_allowed_score_finitely() {
+    for (features, shingle_size) in [(1, 8), (10, 1), (40, 1)] {
+        let mut f = forest(features, shingle_size, 10, 64, 5);
+        let mut rng = Rng::new(9);
+        for i in 0..600 {
+            let record: Vec<f32> = (0..features)
+                .map(|d| {
+                    let sign = if (i + d) % 2 == 0 { 1.0 } else { -1.0 };
+                    sign * MAX_MAGNITUDE * (0.5 + 0.5 * rng.next_f64() as f32)
+                })
+                .collect();
+            let score = f.score_and_update(&record).expect("allowed");
+            assert!(score.is_finite(), "{features} x {shingle_size}, point {i}: {score}");
+            if i % 100 == 99 {
+                let attribution = f.attribution(&record).expect("allowed");
+                assert!(attribution.total().is_finite(), "{features} x {shingle_size}, point {i}");
+            }
+        }
+    }
+}
+
 #[test]
 fn bad_input_is_a_typed_error() {
     let mut f = forest(2, 1, 5, 32, 1);
     assert_eq!(f.update(&[1.0]), Err(ForestError::DimensionMismatch { expected: 2, got: 1 }));
     assert_eq!(f.score(&[1.0, 2.0, 3.0]), Err(ForestError::DimensionMismatch { expected: 2, got: 3 }));
     assert_eq!(f.update(&[1.0, f32::INFINITY]), Err(ForestError::Infinite { index: 1, value: f32::INFINITY }));
+    assert_eq!(f.update(&[-2e35, 1.0]), Err(ForestError::TooLarge { index: 0, value: -2e35 }));
+    assert_eq!(
+        f.update(&[1.0, 3e38]).map_err(|e| e.to_string()),
+        Err("value 1 is 3e38: magnitudes above 1e35 are not allowed".to_owned())
+    );
     assert!(matches!(f.update(&[f32::NAN, 1.0]), Err(ForestError::NothingToImpute { index: 0 })));
     let batch = Array2::from_shape_vec((3, 2), vec![1.0, 2.0, 3.0, f32::NEG_INFINITY, 5.0, 6.0]).expect("shape");
     let err = f.score_and_update_batch(batch.view()).expect_err("row 1 is bad");

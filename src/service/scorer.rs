@@ -22,6 +22,7 @@ use super::telemetry::Metrics;
 use crate::detector::config::Detector;
 use crate::detector::registry::{Lent, Processed, Registry, RegistryError, RegistryStats};
 use crate::event::{now_ms, Alert, Attribution, DeadLetter, Record, ScoredEvent};
+use crate::forest::MAX_MAGNITUDE;
 use crate::sink::queue;
 use crate::store::snapshot::ModelKey;
 
@@ -39,6 +40,8 @@ pub enum RecordError {
     MissingFeature { name: String },
     #[error("values.{name} = {value}: infinite values are not allowed (NaN marks a missing value)")]
     Infinite { name: String, value: f64 },
+    #[error("values.{name} = {value:e}: magnitudes above {limit:e} are not allowed", limit = MAX_MAGNITUDE)]
+    TooLarge { name: String, value: f64 },
     #[error("event_time_ms: {0}")]
     Late(String),
     #[error("event_time_ms: {0}")]
@@ -56,6 +59,7 @@ impl RecordError {
             RecordError::UnknownFeature { .. } => "unknown_feature",
             RecordError::MissingFeature { .. } => "missing_feature",
             RecordError::Infinite { .. } => "infinite_value",
+            RecordError::TooLarge { .. } => "value_too_large",
             RecordError::Late(_) => "late",
             RecordError::Future(_) => "future",
             RecordError::Internal(_) => "internal",
@@ -235,6 +239,8 @@ fn feature_values(record: &Record, detector: &Detector) -> Result<Vec<f64>, Reco
         .map(|name| match record.values.get(name) {
             None => Err(RecordError::MissingFeature { name: name.clone() }),
             Some(v) if v.is_infinite() => Err(RecordError::Infinite { name: name.clone(), value: *v }),
+            // Compared as the forest will hold it, in f32.
+            Some(v) if (*v as f32).abs() > MAX_MAGNITUDE => Err(RecordError::TooLarge { name: name.clone(), value: *v }),
             Some(v) => Ok(*v),
         })
         .collect()

@@ -141,6 +141,7 @@ async fn batches_are_scored_in_order_anomalies_rank_first_and_bad_records_fail_a
         record("sensor", "", t + 3, &[("iotValue", 15.0)]),
         record("nope", "DemoSensor", t + 4, &[("iotValue", 15.0)]),
         record("sensor", "DemoSensor", t + 5, &[("iotValue", f64::NAN)]),
+        record("sensor", "DemoSensor", t + 6, &[("iotValue", 2e36)]),
     ];
     let reply = scoring
         .score(proto::ScoreRequest { records: mixed })
@@ -161,18 +162,19 @@ async fn batches_are_scored_in_order_anomalies_rank_first_and_bad_records_fail_a
         "good records and a missing (NaN) value are scored: {outcomes:?}"
     );
     let errors: Vec<&(String, String)> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
-    assert_eq!(errors.len(), 4, "{outcomes:?}");
+    assert_eq!(errors.len(), 5, "{outcomes:?}");
     assert!(errors.iter().all(|(code, _)| code == "INVALID_ARGUMENT"), "{errors:?}");
     assert!(errors[0].1.starts_with("values.iotValue = inf"), "{}", errors[0].1);
     assert!(errors[1].1.starts_with("values.temperature: not a feature of detector `sensor`"), "{}", errors[1].1);
     assert!(errors[2].1.starts_with("entity"), "{}", errors[2].1);
     assert!(errors[3].1.contains("unknown detector `nope`"), "{}", errors[3].1);
+    assert_eq!(errors[4].1, "values.iotValue = 2e36: magnitudes above 1e35 are not allowed");
 
     let alerts_in_replies = scored.iter().filter(|e| e.is_anomaly && e.starts_region).count();
     let (store, path) = service.stop().await;
     let counts = store.journal_counts().expect("counts");
     assert_eq!(counts.events, 4_002, "every scored record reached the journal once");
-    assert_eq!(counts.dead_letters, 4, "every rejected record is a dead letter");
+    assert_eq!(counts.dead_letters, 5, "every rejected record is a dead letter");
     assert_eq!(counts.alerts as usize, alerts_in_replies, "one alert per anomaly region");
     let alert = &store.recent_alerts(1).expect("alerts")[0];
     assert!(alert.summary.contains("sensor/DemoSensor") && alert.event.is_anomaly, "{alert:?}");

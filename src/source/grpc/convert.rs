@@ -57,7 +57,8 @@ pub fn record_code(e: &RecordError) -> (Code, &'static str) {
         | RecordError::EmptyEntity
         | RecordError::UnknownFeature { .. }
         | RecordError::MissingFeature { .. }
-        | RecordError::Infinite { .. } => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+        | RecordError::Infinite { .. }
+        | RecordError::TooLarge { .. } => (Code::InvalidArgument, "INVALID_ARGUMENT"),
         RecordError::Late(_) | RecordError::Future(_) => (Code::OutOfRange, "OUT_OF_RANGE"),
         RecordError::Internal(_) => (Code::Internal, "INTERNAL"),
     }
@@ -157,5 +158,8 @@ mod tests {
         let late = record_result(Err(RecordError::Late("x".into())));
         let Some(proto::record_result::Result::Error(e)) = late.result else { panic!("an error") };
         assert_eq!(e.code, "OUT_OF_RANGE");
+        let too_large = record_result(Err(RecordError::TooLarge { name: "v".into(), value: 2e36 }));
+        let Some(proto::record_result::Result::Error(e)) = too_large.result else { panic!("an error") };
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("INVALID_ARGUMENT", "values.v = 2e36: magnitudes above 1e35 are not allowed"));
     }
 }
