@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Detector, Transform};
 use super::threshold::Threshold;
-use crate::forest::{Forest, ForestError, MAX_MAGNITUDE};
+use crate::forest::{too_large, Forest, ForestError, MAX_MAGNITUDE};
 
 /// Points over which the normalising transform's mean and deviation forget, per
 /// point of the forest's sample size (the statistics outlive the sample by this much).
@@ -249,9 +249,9 @@ impl Model {
         if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| v.is_infinite()) {
             return Err(ModelError::Infinite { index, value });
         }
-        // Compared as the forest holds values, in f32. (A transform could still make a
-        // value too large, from a deviation near zero; the forest then says so.)
-        if let Some((index, &value)) = values.iter().enumerate().find(|(_, &v)| (v as f32).abs() > MAX_MAGNITUDE) {
+        // (A transform could still make a value too large, from a deviation near zero;
+        // the forest then says so.)
+        if let Some((index, &value)) = values.iter().enumerate().find(|(_, &v)| too_large(v)) {
             return Err(ModelError::TooLarge { index, value });
         }
         let record = self.transform.apply(values);

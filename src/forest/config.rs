@@ -25,6 +25,13 @@ pub const MAX_THREADS: usize = 64;
 /// near f32::MAX (3.4e38) would make them infinite and the scores NaN.
 pub const MAX_MAGNITUDE: f32 = 1e35;
 
+/// Whether `value`, as the forest holds it (in f32), is above [`MAX_MAGNITUDE`]: the
+/// one test the forest, the model and the service make (the limit itself is allowed;
+/// an f64 beyond f32's range becomes infinite and is above it).
+pub fn too_large(value: f64) -> bool {
+    (value as f32).abs() > MAX_MAGNITUDE
+}
+
 /// How to build a forest. Every field has a default except `features`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

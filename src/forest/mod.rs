@@ -16,6 +16,6 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
-pub use config::{ForestConfig, ForestParams, MAX_MAGNITUDE};
+pub use config::{too_large, ForestConfig, ForestParams, MAX_MAGNITUDE};
 pub use error::ForestError;
 pub use rcf::{Attribution, Forest};

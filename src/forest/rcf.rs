@@ -5,7 +5,7 @@ use bincode::Options;
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
-use super::config::{ForestConfig, ForestParams, MAX_MAGNITUDE};
+use super::config::{too_large, ForestConfig, ForestParams};
 use super::error::ForestError;
 use super::rng::Rng;
 use super::sampler;
@@ -150,7 +150,7 @@ impl Forest {
             if value.is_infinite() {
                 return Err(ForestError::Infinite { index, value });
             }
-            if value.abs() > MAX_MAGNITUDE {
+            if too_large(f64::from(value)) {
                 return Err(ForestError::TooLarge { index, value });
             }
             missing |= value.is_nan();

@@ -22,7 +22,7 @@ use super::telemetry::Metrics;
 use crate::detector::config::Detector;
 use crate::detector::registry::{Lent, Processed, Registry, RegistryError, RegistryStats};
 use crate::event::{now_ms, Alert, Attribution, DeadLetter, Record, ScoredEvent};
-use crate::forest::MAX_MAGNITUDE;
+use crate::forest::{too_large, MAX_MAGNITUDE};
 use crate::sink::queue;
 use crate::store::snapshot::ModelKey;
 
@@ -239,8 +239,7 @@ fn feature_values(record: &Record, detector: &Detector) -> Result<Vec<f64>, Reco
         .map(|name| match record.values.get(name) {
             None => Err(RecordError::MissingFeature { name: name.clone() }),
             Some(v) if v.is_infinite() => Err(RecordError::Infinite { name: name.clone(), value: *v }),
-            // Compared as the forest will hold it, in f32.
-            Some(v) if (*v as f32).abs() > MAX_MAGNITUDE => Err(RecordError::TooLarge { name: name.clone(), value: *v }),
+            Some(v) if too_large(*v) => Err(RecordError::TooLarge { name: name.clone(), value: *v }),
             Some(v) => Ok(*v),
         })
         .collect()
