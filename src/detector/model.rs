@@ -120,7 +120,10 @@ impl TransformState {
                 if self.normalizes() && self.seen > 1 {
                     x = (x - self.mean[f]) / self.deviation(f);
                 }
-                x as f32
+                // A difference or a deviation near its floor can take a value the
+                // record was allowed to have beyond what the forest takes; at the bound
+                // it is still far out, scored as the anomaly it is (NaN stays NaN).
+                (x as f32).clamp(-MAX_MAGNITUDE, MAX_MAGNITUDE)
             })
             .collect()
     }
@@ -249,8 +252,6 @@ impl Model {
         if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| v.is_infinite()) {
             return Err(ModelError::Infinite { index, value });
         }
-        // (A transform could still make a value too large, from a deviation near zero;
-        // the forest then says so.)
         if let Some((index, &value)) = values.iter().enumerate().find(|(_, &v)| too_large(v)) {
             return Err(ModelError::TooLarge { index, value });
         }
@@ -444,5 +445,23 @@ mod tests {
         let too_large = model.process(&[-1e300]).map_err(|e| e.to_string());
         assert_eq!(too_large, Err("feature 0 is -1e300: magnitudes above 1e35 are not allowed".to_owned()));
         assert!(model.process(&[1e35]).is_ok(), "the limit itself is allowed");
+    }
+
+    #[test]
+    fn a_value_the_transform_blows_past_the_forests_bound_is_scored_as_an_anomaly() {
+        // A constant feature's deviation sits at its floor, so a modest jump normalises
+        // to about 1e39, and a swing between the bounds differences to 2e35: both
+        // beyond what the forest takes, neither an error.
+        let mut normalised = Model::new(&detector("normalize", 1, &["v"]));
+        let mut swinging = Model::new(&detector("difference", 1, &["v"]));
+        for i in 0..2_000 {
+            normalised.process(&[5.0]).expect("a constant");
+            swinging.process(&[if i % 2 == 0 { 1e35 } else { -1e35 }]).expect("within the bound");
+        }
+        let jump = normalised.process(&[1e33]).expect("scored, not refused");
+        assert!(jump.is_anomaly && jump.anomaly_score > 1.5, "{jump:?}");
+        assert_eq!(jump.attribution[0].direction, Direction::High);
+        let flat = swinging.process(&[-1e35]).expect("scored, not refused");
+        assert!(flat.anomaly_score.is_finite(), "{flat:?}");
     }
 }
