@@ -194,7 +194,11 @@ impl Forest {
         let mut column = Vec::with_capacity(nearest.len());
         for &d in &missing {
             column.clear();
-            column.extend(nearest.iter().map(|&r| self.store.point(r)[d]));
+            // (One-dimensional trees keep the values themselves, see `Tree::leaves`.)
+            let dimensions = self.params.dimensions;
+            column.extend(
+                nearest.iter().map(|&r| if dimensions == 1 { f32::from_bits(r) } else { self.store.point(r)[d] }),
+            );
             column.sort_unstable_by(f32::total_cmp);
             filled[d] = column[column.len() / 2];
         }
@@ -358,7 +362,7 @@ impl Forest {
                 let accepts = tree.accepts(t, sample_size);
                 let Scratch { descent, lanes, lo, hi, saved_paths, .. } = &mut scratch;
                 let (score, placement) = if let Some(ranks) = ranks {
-                    tree.prepare_ranked(x[0], ranks[lane], ready, accepts, &self.store)
+                    tree.prepare_ranked(x[0], ranks[lane], ready, accepts)
                 } else if together.is_some() {
                     tree.prepare_descended(x, ready, accepts, &self.store, &lanes[lane], lo, hi)
                 } else {
@@ -385,7 +389,8 @@ impl Forest {
         give_back(&mut pending, PENDING_ROOM);
         for (i, placement, saved) in pending.drain(..) {
             descent.restore(&saved, saved_paths);
-            trees[i].commit(t, placement, descent, reference, params, delete_path);
+            let leaf = trees[i].leaf_of(reference, x);
+            trees[i].commit(t, placement, descent, leaf, params, delete_path);
         }
         give_back(saved_paths, PATH_CAPACITY);
         saved_paths.clear();
@@ -466,10 +471,12 @@ impl Forest {
     }
 
     fn compact(&mut self) {
-        let mut live = Vec::with_capacity(self.trees.iter().map(|t| t.leaves.len()).sum());
-        live.extend(self.trees.iter().flat_map(|t| t.leaves.iter().copied()));
+        // One-dimensional trees keep values, not references: they need nothing kept.
+        let referencing = || self.trees.iter().filter(|t| !t.one_dimensional());
+        let mut live = Vec::with_capacity(referencing().map(|t| t.leaves.len()).sum());
+        live.extend(referencing().flat_map(|t| t.leaves.iter().copied()));
         let map = self.store.compact(&live);
-        for tree in &mut self.trees {
+        for tree in self.trees.iter_mut().filter(|t| !t.one_dimensional()) {
             tree.leaves.iter_mut().for_each(|r| *r = map[*r as usize]);
         }
     }
@@ -488,12 +495,21 @@ impl Forest {
     /// forest that scores every later point bit for bit the same.
     pub fn snapshot(&self) -> Result<Vec<u8>, ForestError> {
         let mut bytes = SNAPSHOT_MAGIC.to_vec();
-        // One-dimensional trees keep their shape as levels, which snapshots leave out:
-        // they carry it as pointers, like every tree.
+        // One-dimensional trees keep their shape as levels and their points as values,
+        // which snapshots leave out: they carry pointers and references like every tree,
+        // into a store of the distinct values (whatever records the store holds besides).
         let mut relinked;
         let forest = if self.params.dimensions == 1 {
             relinked = self.clone();
-            relinked.trees.iter_mut().for_each(Tree::relink);
+            let mut values: Vec<u32> = self.trees.iter().flat_map(|t| t.leaves.iter().copied()).collect();
+            values.sort_unstable();
+            values.dedup();
+            for tree in &mut relinked.trees {
+                tree.relink();
+                // (Every value is there: the search finds its index.)
+                tree.leaves.iter_mut().for_each(|v| *v = values.binary_search(v).unwrap_or_else(|i| i) as u32);
+            }
+            relinked.store = self.store.holding(values.into_iter().map(f32::from_bits).collect());
             &relinked
         } else {
             self
@@ -517,6 +533,10 @@ impl Forest {
         forest.check_restored()?;
         let Forest { trees, store, params, .. } = &mut forest;
         trees.iter_mut().for_each(|tree| tree.rebuild(params.dimensions == 1, store));
+        if params.dimensions == 1 {
+            // The trees took their values: the store need hold none of them.
+            forest.compact();
+        }
         forest.scratch = (0..forest.params.threads).map(|_| Scratch::new(forest.params.dimensions)).collect();
         forest.block = Vec::with_capacity(BLOCK * forest.params.features);
         forest.block_points = Vec::with_capacity(BLOCK);
@@ -589,9 +609,9 @@ fn learn_trees(
                 if let Some(ranks) = point.scored.then(|| Tree::ranks::<SEARCHED_TOGETHER>(group, x)).flatten() {
                     for (tree, r) in group.iter_mut().zip(ranks) {
                         *sum += if tree.accepts(t, params.sample_size) {
-                            tree.learn_ranked(t, x[0], r, reference, params, store, scratch)
+                            tree.learn_ranked(t, x[0], r, tree.leaf_of(reference, x), params, scratch)
                         } else {
-                            tree.score_ranked(x[0], r, store)
+                            tree.score_ranked(x[0], r)
                         };
                     }
                     continue;
@@ -604,7 +624,8 @@ fn learn_trees(
                     continue;
                 }
                 for tree in group.iter_mut() {
-                    if let Some(score) = tree.learn(t, x, reference, point.scored, params, store, scratch) {
+                    let leaf = tree.leaf_of(reference, x);
+                    if let Some(score) = tree.learn(t, x, leaf, point.scored, params, store, scratch) {
                         *sum += score;
                     }
                 }

@@ -128,6 +128,14 @@ impl PointStore {
         map
     }
 
+    /// A store of one-dimensional points that holds `values` (point i is `values[i]`)
+    /// and has seen as many records as this one: what a snapshot of one-dimensional
+    /// trees, which keep values, references.
+    pub(crate) fn holding(&self, values: Vec<f32>) -> PointStore {
+        let (features, dimensions, records) = (self.features, self.dimensions, self.records);
+        PointStore { features, dimensions, records, compact_at: values.len(), values }
+    }
+
     /// Whether `reference` names a window inside the store.
     pub(crate) fn holds(&self, reference: u32) -> bool {
         reference as usize * self.features + self.dimensions <= self.values.len()

@@ -57,7 +57,7 @@ fn seed_scenario(n: usize, seed: u64) -> (Vec<f32>, Vec<bool>) {
 fn place(tree: &Tree, x: &[f32], store: &PointStore, scratch: &mut Scratch, rng: &mut Rng) -> Placement {
     let Scratch { descent, lo, hi, .. } = scratch;
     let placed = if let ([only], true) = (x, tree.one_dimensional()) {
-        tree.walk_ranked(*only, tree.rank(*only), store, Some(rng)).1
+        tree.walk_ranked(*only, tree.rank(*only), Some(rng)).1
     } else {
         if tree.mass() > 0 {
             tree.descend(x, descent);
@@ -161,14 +161,16 @@ proptest! {
             store.push(&p[..dims]);
             let x = store.point(i as u32).to_vec();
             let placement = place(&tree, &x, &store, &mut scratch, &mut rng);
+            let leaf = tree.leaf_of(i as u32, &x);
             if i < n {
-                tree.insert(placement, &scratch.descent, i as u32, i as f32);
+                tree.insert(placement, &scratch.descent, leaf, i as f32);
             } else {
                 let before = (tree.shape(), tree.keys.clone());
-                tree.insert(placement, &scratch.descent, i as u32, -1.0);
+                tree.insert(placement, &scratch.descent, leaf, -1.0);
                 tree.refresh_max_key();
                 prop_assert!(tree.check(&store, 64).is_ok(), "{:?}", tree.check(&store, 64));
-                let at = tree.leaves.iter().position(|&r| r == i as u32).expect("inserted leaf");
+                // (Its key is the only negative one; a duplicate has the same leaf.)
+                let at = tree.keys.iter().position(|&k| k == -1.0).expect("inserted leaf");
                 tree.delete(at, &mut scratch.delete_path);
                 prop_assert_eq!((tree.shape(), tree.keys.clone()), before);
             }
@@ -189,7 +191,7 @@ fn eviction_takes_the_largest_key_and_keeps_every_other_sample_with_its_key() {
         let x = store.point(i).to_vec();
         let placement = place(&tree, &x, &store, &mut scratch, &mut rng);
         let key = rng.next_f64() as f32;
-        tree.insert(placement, &scratch.descent, i, key);
+        tree.insert(placement, &scratch.descent, tree.leaf_of(i, &x), key);
     }
     tree.refresh_max_key();
     let mut samples: Vec<(u32, u32)> = tree.leaves.iter().zip(&tree.keys).map(|(&r, k)| (r, k.to_bits())).collect();
@@ -605,7 +607,8 @@ fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
         let mut f = forest(1, 1, 20, 64, 5);
         let mut scratch = Scratch::new(1);
         for (i, &v) in values.iter().enumerate() {
-            let linked: Vec<Tree> = f.trees.iter().map(Tree::relinked).collect();
+            let mut store = PointStore::new(1, 1);
+            let linked: Vec<Tree> = f.trees.iter().map(|t| t.as_general(&mut store)).collect();
             // Points on samples (duplicates), between them and outside the range.
             let probes = [v, -v, v + 0.5, 150.0 * rng.next_f64() as f32 - 20.0];
             for x in probes.map(|p| [p]) {
@@ -616,9 +619,9 @@ fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
                     let Scratch { descent, lo, hi, .. } = &mut scratch;
                     linked.descend(&x, descent);
                     let (mut draws, mut general_draws) = (rng.clone(), rng.clone());
-                    let general = linked.walk(&x, &f.store, descent, lo, hi, Some(&mut general_draws));
-                    let placed = tree.walk_ranked(x[0], tree.rank(x[0]), &f.store, Some(&mut draws));
-                    let searched = tree.score_sorted(x[0], &f.store);
+                    let general = linked.walk(&x, &store, descent, lo, hi, Some(&mut general_draws));
+                    let placed = tree.walk_ranked(x[0], tree.rank(x[0]), Some(&mut draws));
+                    let searched = tree.score_sorted(x[0]);
                     assert_eq!(placed.0.to_bits(), general.0.to_bits(), "point {i}, probe {x:?}");
                     assert_eq!(searched.to_bits(), general.0.to_bits(), "point {i}, probe {x:?}");
                     // The same placement (Debug tells the cut's zeros apart) from the same draws.
@@ -627,8 +630,8 @@ fn one_dimensional_scores_are_the_general_walks_to_the_bit() {
                 }
                 for group in f.trees.chunks(4) {
                     for (tree, r) in group.iter().zip(Tree::ranks::<4>(group, &x).into_iter().flatten()) {
-                        let searched = tree.score_sorted(x[0], &f.store);
-                        assert_eq!(tree.score_ranked(x[0], r, &f.store).to_bits(), searched.to_bits(), "point {i}");
+                        let searched = tree.score_sorted(x[0]);
+                        assert_eq!(tree.score_ranked(x[0], r).to_bits(), searched.to_bits(), "point {i}");
                     }
                 }
             }
@@ -732,7 +735,7 @@ fn one_dimensional_trees_learn_as_trees_with_pointers_do() {
             let Scratch { descent, lo, hi, delete_path, .. } = &mut scratch;
             let (score, pending) = sorted.prepare(&x, true, accepts, &store, descent, lo, hi);
             if let Some(pending) = pending {
-                sorted.commit(t, pending, descent, i as u32, &params, delete_path);
+                sorted.commit(t, pending, descent, sorted.leaf_of(i as u32, &x), &params, delete_path);
             }
             let Scratch { descent, lo, hi, delete_path, .. } = &mut general_scratch;
             let (general_score, pending) = general.prepare(&x, true, accepts, &store, descent, lo, hi);
@@ -740,8 +743,11 @@ fn one_dimensional_trees_learn_as_trees_with_pointers_do() {
                 general.commit(t, pending, descent, i as u32, &params, delete_path);
             }
             assert_eq!(score.map(f64::to_bits), general_score.map(f64::to_bits), "point {i}");
+            // The one-dimensional tree keeps the values the general one references.
+            let value = |r: &u32| store.point(*r)[0].to_bits();
             let (leaves, nodes, root, _) = sorted.relinked().shape();
             let (general_leaves, general_nodes, general_root, _) = general.shape();
+            let general_leaves: Vec<u32> = general_leaves.iter().map(value).collect();
             assert_eq!((leaves, root), (general_leaves, general_root), "point {i}");
             assert_eq!(format!("{nodes:?}"), format!("{general_nodes:?}"), "point {i}");
             assert_eq!(sorted.keys, general.keys, "point {i}");
@@ -757,7 +763,7 @@ fn one_dimensional_trees_learn_as_trees_with_pointers_do() {
             for probe in [v, v + 0.5, f32::NAN] {
                 assert_eq!(
                     sorted.nearest_known(&[probe], &store),
-                    general.nearest_known(&[probe], &store),
+                    general.nearest_known(&[probe], &store).as_ref().map(value),
                     "point {i}"
                 );
             }
@@ -767,16 +773,16 @@ fn one_dimensional_trees_learn_as_trees_with_pointers_do() {
 }
 
 #[test]
-fn a_one_dimensional_model_keeps_a_sample_in_under_fifteen_bytes_besides_its_value() {
-    // A leaf's point reference, its sampler key and its node's cut (4 bytes each) and
-    // level (2), as such trees keep no pointers, and the trees' and scratch space's
-    // fixed sizes. The values are in the shared point store.
+fn a_one_dimensional_model_keeps_a_sample_in_under_fifteen_bytes_its_value_included() {
+    // A leaf's value, its sampler key and its node's cut (4 bytes each) and level (2),
+    // as such trees keep no pointers and no references, and the trees' and scratch
+    // space's fixed sizes; the store holds only records since its last compaction.
     let (values, _) = seed_scenario(5_000, 9);
     let mut f = forest(1, 1, 50, 256, 9);
     for &v in &values {
         f.update(&[v]).expect("update");
     }
-    let (samples, store) = (50 * 256, f.store.memory_bytes());
-    let bytes = f.memory_bytes() - store;
+    let (samples, bytes) = (50 * 256, f.memory_bytes());
     assert!(bytes <= samples * 15, "{bytes} bytes for {samples} samples");
+    assert!(f.store.memory_bytes() <= 2 * 256 * 4, "{} bytes in the store", f.store.memory_bytes());
 }

@@ -18,7 +18,9 @@
 //! is placed by a search over the cuts, and its shape is each node's depth (`levels`),
 //! which insert and delete keep without a path. So its nodes are only their cuts (4
 //! bytes, where a node with pointers takes 8), and a duplicate node is marked in its
-//! level. [`Tree::relink`] makes nodes with pointers for snapshots and tests.
+//! level. Its leaves are the points' values themselves, not references to them in the
+//! store (as many bytes, one read less). [`Tree::relink`] makes nodes with pointers for
+//! snapshots and tests.
 
 use std::hint::select_unpredictable;
 
@@ -146,7 +148,9 @@ impl Node {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Tree {
-    /// Point references of the sampled points, in the tree's left-to-right order.
+    /// Point references of the sampled points, in the tree's left-to-right order; in a
+    /// one-dimensional tree, the points' values (their bits, see [`Tree::value`]).
+    /// Snapshots hold references in both kinds of tree.
     pub(crate) leaves: Vec<u32>,
     /// Reservoir-sampling keys, parallel to `leaves` (see `sampler`).
     pub(crate) keys: Vec<f32>,
@@ -575,9 +579,8 @@ impl Tree {
     }
 
     /// Rebuilds what snapshots leave out, for a tree that passed [`Tree::is_consistent`]:
-    /// a one-dimensional tree's levels and cuts from its nodes, which it then lets go.
-    /// A duplicate node's cut is its run's value, which [`Tree::score_sorted`] reads
-    /// (older snapshots hold 0).
+    /// a one-dimensional tree's values from its references into `store`, and its levels
+    /// and cuts from its nodes, which it then lets go.
     pub(crate) fn rebuild(&mut self, one_dimensional: bool, store: &PointStore) {
         self.one_dimensional = one_dimensional;
         self.levels.clear();
@@ -585,6 +588,15 @@ impl Tree {
         if !one_dimensional {
             return;
         }
+        self.leaves.iter_mut().for_each(|leaf| *leaf = store.point(*leaf)[0].to_bits());
+        self.reshape();
+    }
+
+    /// A one-dimensional tree's levels and cuts from its nodes, which it then lets go.
+    /// A duplicate node's cut is its run's value, which [`Tree::score_sorted`] reads
+    /// (older snapshots hold 0).
+    fn reshape(&mut self) {
+        self.levels.clear();
         let gaps = self.nodes.len();
         self.levels.resize(gaps + 2, 0);
         let mut stack = if gaps > 0 { vec![(self.root as usize, 1u16)] } else { Vec::new() };
@@ -599,7 +611,7 @@ impl Tree {
             }
         }
         let cut = |(gap, node): (usize, &Node)| match node.dim() {
-            DUPLICATE => ordered(store.point(self.leaves[gap])[0]),
+            DUPLICATE => ordered(self.value(gap)),
             _ => node.cut,
         };
         self.cuts = self.nodes.iter().enumerate().map(cut).collect();
@@ -646,12 +658,43 @@ impl Tree {
         tree
     }
 
+    /// A copy of this one-dimensional tree as a tree of the general kind, which the
+    /// general walk takes: its pointers set, its values appended to `store` and
+    /// referenced there.
+    #[cfg(test)]
+    pub(crate) fn as_general(&self, store: &mut PointStore) -> Tree {
+        let mut tree = self.relinked();
+        for leaf in &mut tree.leaves {
+            store.push(&[f32::from_bits(*leaf)]);
+            *leaf = store.newest();
+        }
+        tree.one_dimensional = false;
+        (tree.levels, tree.cuts) = (Vec::new(), Vec::new());
+        tree
+    }
+
     pub(crate) fn one_dimensional(&self) -> bool {
         self.one_dimensional
     }
 
     pub(crate) fn mass(&self) -> usize {
         self.leaves.len()
+    }
+
+    /// Leaf i's value in a one-dimensional tree.
+    #[inline(always)]
+    fn value(&self, i: usize) -> f32 {
+        f32::from_bits(self.leaves[i])
+    }
+
+    /// What this tree keeps of the point `reference`, `x`: the reference, or in a
+    /// one-dimensional tree the value.
+    #[inline(always)]
+    pub(crate) fn leaf_of(&self, reference: u32, x: &[f32]) -> u32 {
+        match (self.one_dimensional, x) {
+            (true, [only]) => only.to_bits(),
+            _ => reference,
+        }
     }
 
     /// Routes `x` from the root to its leaves. The tree must not be empty, nor
@@ -972,7 +1015,7 @@ impl Tree {
     /// as the paper's top-down insertion.
     pub(crate) fn score(&self, x: &[f32], store: &PointStore, scratch: &mut Scratch) -> f64 {
         if let ([only], true) = (x, self.one_dimensional) {
-            return self.score_sorted(*only, store);
+            return self.score_sorted(*only);
         }
         let Scratch { descent, lo, hi, .. } = scratch;
         if !self.leaves.is_empty() {
@@ -981,7 +1024,8 @@ impl Tree {
         self.walk(x, store, descent, lo, hi, None).0
     }
 
-    /// [`Tree::score`] after the descent, and with `rng` also the placement of `x`.
+    /// [`Tree::score`] after the descent, and with `rng` also the placement of `x`. Not
+    /// for a one-dimensional tree, whose leaves are values (see [`Tree::walk_ranked`]).
     pub(crate) fn walk(
         &self,
         x: &[f32],
@@ -1043,8 +1087,8 @@ impl Tree {
     /// one before; each spans from the nearest gap shallower than itself to b. So
     /// `levels`, scanned leftwards from a, gives each one's depth and first leaf. Below
     /// the run, the mirror image.
-    pub(crate) fn score_sorted(&self, x: f32, store: &PointStore) -> f64 {
-        self.score_ranked(x, self.rank(x), store)
+    pub(crate) fn score_sorted(&self, x: f32) -> f64 {
+        self.score_ranked(x, self.rank(x))
     }
 
     /// Where a one-dimensional `x` falls in this tree (see [`Rank`]).
@@ -1080,8 +1124,8 @@ impl Tree {
     }
 
     /// [`Tree::score_sorted`] of `x` where it falls, `rank` (see [`Rank`]).
-    pub(crate) fn score_ranked(&self, x: f32, rank: Rank, store: &PointStore) -> f64 {
-        self.walk_ranked(x, rank, store, None).0
+    pub(crate) fn score_ranked(&self, x: f32, rank: Rank) -> f64 {
+        self.walk_ranked(x, rank, None).0
     }
 
     /// [`Tree::score_ranked`], and with `rng` also where inserting `x` would put it:
@@ -1089,13 +1133,7 @@ impl Tree {
     /// separates x kept, as [`Tree::walk`] draws them on a descent, so the same draws
     /// give the same placement. Pass it to [`Tree::insert`].
     #[inline(always)]
-    pub(crate) fn walk_ranked(
-        &self,
-        x: f32,
-        rank: Rank,
-        store: &PointStore,
-        mut rng: Option<&mut Rng>,
-    ) -> (f64, Option<Placement>) {
+    pub(crate) fn walk_ranked(&self, x: f32, rank: Rank, mut rng: Option<&mut Rng>) -> (f64, Option<Placement>) {
         let n = self.leaves.len();
         if n == 0 {
             return (0.0, rng.map(|_| Placement::FIRST));
@@ -1104,7 +1142,7 @@ impl Tree {
         let gaps = cuts.len();
         // Whether node g is a duplicate (gap `gaps` is the frame's: no).
         let duplicate = |g: usize| marked(levels[g + 1]);
-        let value = |i: usize| store.point(self.leaves[i])[0];
+        let value = |i: usize| self.value(i);
         let r = rank.below;
         let leaf = value(r);
         // The run r belongs to: its duplicate nodes are the ones whose cut is the
@@ -1218,14 +1256,13 @@ impl Tree {
         t: u64,
         x: f32,
         rank: Rank,
-        reference: u32,
+        leaf: u32,
         params: &ForestParams,
-        store: &PointStore,
         scratch: &mut Scratch,
     ) -> f64 {
-        let (score, pending) = self.prepare_ranked(x, rank, true, true, store);
+        let (score, pending) = self.prepare_ranked(x, rank, true, true);
         if let Some(pending) = pending {
-            self.commit(t, pending, &scratch.descent, reference, params, &mut scratch.delete_path);
+            self.commit(t, pending, &scratch.descent, leaf, params, &mut scratch.delete_path);
         }
         score.unwrap_or(0.0)
     }
@@ -1271,7 +1308,7 @@ impl Tree {
             return (None, None);
         }
         if let ([only], true) = (x, self.one_dimensional) {
-            return self.prepare_ranked(*only, self.rank(*only), scored, accepts, store);
+            return self.prepare_ranked(*only, self.rank(*only), scored, accepts);
         }
         if self.mass() > 0 {
             self.descend(x, descent);
@@ -1288,13 +1325,12 @@ impl Tree {
         rank: Rank,
         scored: bool,
         accepts: bool,
-        store: &PointStore,
     ) -> (Option<f64>, Option<Pending>) {
         if !accepts {
-            return (Some(self.score_ranked(x, rank, store)), None);
+            return (Some(self.score_ranked(x, rank)), None);
         }
         let mut rng = self.rng.clone();
-        let (score, placement) = self.walk_ranked(x, rank, store, Some(&mut rng));
+        let (score, placement) = self.walk_ranked(x, rank, Some(&mut rng));
         (scored.then_some(score), Some(Pending { placement, rng }))
     }
 
@@ -1566,7 +1602,7 @@ impl Tree {
             // whole score is HIGH or LOW (the general walk's sums, to the bit), or half
             // each when x is a sample.
             let rank = self.rank(*only);
-            let (score, leaf) = (self.score_ranked(*only, rank, store), store.point(self.leaves[rank.below])[0]);
+            let (score, leaf) = (self.score_ranked(*only, rank), self.value(rank.below));
             let (up, down) = match leaf.partial_cmp(only) {
                 Some(std::cmp::Ordering::Less) => (score, 0.0),
                 Some(std::cmp::Ordering::Greater) => (0.0, score),
@@ -1705,8 +1741,8 @@ impl Tree {
             && self.subtrees().is_some()
     }
 
-    /// For a one-dimensional tree that [`Tree::is_consistent`]: whether its leaves and
-    /// cuts are in order, each cut between its two leaves and each duplicate node between
+    /// For a one-dimensional tree that [`Tree::is_consistent`], as a snapshot holds it
+    /// (leaves as references into `store`): whether its leaves and cuts are in order, each cut between its two leaves and each duplicate node between
     /// equal ones, as [`Tree::score_sorted`] needs (a snapshot's bytes could say otherwise).
     pub(crate) fn is_sorted(&self, store: &PointStore) -> bool {
         let value = |i: usize| store.point(self.leaves[i])[0];
@@ -1801,16 +1837,22 @@ impl Tree {
         let subtrees = self.subtrees().ok_or("the pointers do not form a tree")?;
         for (gap, lo, hi) in subtrees {
             let dim = self.nodes[gap].dim();
+            let point = |i: usize| {
+                if self.one_dimensional {
+                    vec![self.value(i)]
+                } else {
+                    store.point(self.leaves[i]).to_vec()
+                }
+            };
             if dim == DUPLICATE {
-                let p = store.point(self.leaves[lo]);
-                if (lo..=hi).any(|i| store.point(self.leaves[i]) != p) {
+                let p = point(lo);
+                if (lo..=hi).any(|i| point(i) != p) {
                     return Err(format!("duplicate node {gap} joins different points"));
                 }
                 continue;
             }
             let cut = self.nodes[gap].cut();
-            if (lo..=gap).any(|i| store.point(self.leaves[i])[dim as usize] > cut)
-                || (gap + 1..=hi).any(|i| store.point(self.leaves[i])[dim as usize] <= cut)
+            if (lo..=gap).any(|i| point(i)[dim as usize] > cut) || (gap + 1..=hi).any(|i| point(i)[dim as usize] <= cut)
             {
                 return Err(format!("a leaf is on the wrong side of node {gap} (dim {dim} at {cut})"));
             }
@@ -1820,7 +1862,7 @@ impl Tree {
         }
         if self.one_dimensional {
             let mut rebuilt = self.clone();
-            rebuilt.rebuild(true, store);
+            rebuilt.reshape();
             if rebuilt.levels != self.levels {
                 return Err(format!("levels {:?}, the tree's are {:?}", self.levels, rebuilt.levels));
             }

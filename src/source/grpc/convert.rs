@@ -160,6 +160,9 @@ mod tests {
         assert_eq!(e.code, "OUT_OF_RANGE");
         let too_large = record_result(Err(RecordError::TooLarge { name: "v".into(), value: 2e36 }));
         let Some(proto::record_result::Result::Error(e)) = too_large.result else { panic!("an error") };
-        assert_eq!((e.code.as_str(), e.message.as_str()), ("INVALID_ARGUMENT", "values.v = 2e36: magnitudes above 1e35 are not allowed"));
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("INVALID_ARGUMENT", "values.v = 2e36: magnitudes above 1e35 are not allowed")
+        );
     }
 }
