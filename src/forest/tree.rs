@@ -687,8 +687,8 @@ impl Tree {
         f32::from_bits(self.leaves[i])
     }
 
-    /// What this tree keeps of the point `reference`, `x`: the reference, or in a
-    /// one-dimensional tree the value.
+    /// What this tree keeps of the point `x`, stored as `reference`: the reference, or
+    /// in a one-dimensional tree the value.
     #[inline(always)]
     pub(crate) fn leaf_of(&self, reference: u32, x: &[f32]) -> u32 {
         match (self.one_dimensional, x) {
@@ -1225,15 +1225,15 @@ impl Tree {
         self.mass() < sample_size || t >= self.next_accept
     }
 
-    /// Takes the point `x` (stored as `reference`) arriving at time `t`: the sampler
-    /// decides whether this tree keeps it; if so it is inserted and the sample with
-    /// the largest key evicted. Returns this tree's score of `x` when `scored`.
+    /// Takes the point `x` (kept as `point`, see [`Tree::leaf_of`]) arriving at time
+    /// `t`: the sampler decides whether this tree keeps it; if so it is inserted and the
+    /// sample with the largest key evicted. Returns this tree's score of `x` when `scored`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn learn(
         &mut self,
         t: u64,
         x: &[f32],
-        reference: u32,
+        point: u32,
         scored: bool,
         params: &ForestParams,
         store: &PointStore,
@@ -1243,7 +1243,7 @@ impl Tree {
         let Scratch { descent, lo, hi, delete_path, .. } = scratch;
         let (score, pending) = self.prepare(x, scored, accepts, store, descent, lo, hi);
         if let Some(pending) = pending {
-            self.commit(t, pending, descent, reference, params, delete_path);
+            self.commit(t, pending, descent, point, params, delete_path);
         }
         score
     }
@@ -1256,13 +1256,13 @@ impl Tree {
         t: u64,
         x: f32,
         rank: Rank,
-        leaf: u32,
+        point: u32,
         params: &ForestParams,
         scratch: &mut Scratch,
     ) -> f64 {
         let (score, pending) = self.prepare_ranked(x, rank, true, true);
         if let Some(pending) = pending {
-            self.commit(t, pending, &scratch.descent, leaf, params, &mut scratch.delete_path);
+            self.commit(t, pending, &scratch.descent, point, params, &mut scratch.delete_path);
         }
         score.unwrap_or(0.0)
     }
@@ -1355,14 +1355,15 @@ impl Tree {
         (scored.then_some(score), Some(Pending { placement, rng }))
     }
 
-    /// The second half: takes the point into the sample where [`Tree::prepare`] placed
-    /// it (on the same `descent`), and evicts the sample with the largest key.
+    /// The second half: takes the point (kept as `point`, see [`Tree::leaf_of`]) into
+    /// the sample where [`Tree::prepare`] placed it (on the same `descent`), and evicts
+    /// the sample with the largest key.
     pub(crate) fn commit(
         &mut self,
         t: u64,
         pending: Pending,
         descent: &Descent,
-        reference: u32,
+        point: u32,
         params: &ForestParams,
         delete_path: &mut Vec<PathNode>,
     ) {
@@ -1385,11 +1386,11 @@ impl Tree {
         // The new key is below the largest, which is the sample that goes if full.
         let evicted = match placement {
             Some(placement) if !filling && self.one_dimensional => {
-                self.insert_evicting(placement, reference, key);
+                self.insert_evicting(placement, point, key);
                 true
             }
             Some(placement) => {
-                self.insert(placement, descent, reference, key);
+                self.insert(placement, descent, point, key);
                 false
             }
             None => false,
@@ -1407,19 +1408,19 @@ impl Tree {
         self.rng = rng;
     }
 
-    /// Inserts point `reference` (with sampler key `key`) where `placement` says;
-    /// `descent` must be the one the placement was chosen on (a one-dimensional tree
-    /// reads none: see [`Tree::walk_ranked`]).
-    pub(crate) fn insert(&mut self, placement: Placement, descent: &Descent, reference: u32, key: f32) {
+    /// Inserts `point` (as this tree keeps it, see [`Tree::leaf_of`]; with sampler key
+    /// `key`) where `placement` says; `descent` must be the one the placement was chosen
+    /// on (a one-dimensional tree reads none: see [`Tree::walk_ranked`]).
+    pub(crate) fn insert(&mut self, placement: Placement, descent: &Descent, point: u32, key: f32) {
         if self.leaves.is_empty() {
-            self.leaves.push(reference);
+            self.leaves.push(point);
             self.keys.push(key);
             return;
         }
         let Placement { lo, hi, level, dim, cut, right } = placement;
         let gap = if right { hi } else { lo };
         let leaf = if right { hi + 1 } else { lo };
-        self.leaves.insert(leaf, reference);
+        self.leaves.insert(leaf, point);
         self.keys.insert(leaf, key);
         if self.one_dimensional {
             self.cuts.insert(gap, ordered(cut));
@@ -1551,7 +1552,7 @@ impl Tree {
     /// shift of each array instead of two: the elements between the new leaf (node) and
     /// the one that goes move one place, those beyond neither. `key` must be below
     /// `max_key`, as an accepted point's is.
-    fn insert_evicting(&mut self, placement: Placement, reference: u32, key: f32) {
+    fn insert_evicting(&mut self, placement: Placement, point: u32, key: f32) {
         let Placement { lo, hi, cut, right, .. } = placement;
         let (gap, at) = if right { (hi, hi + 1) } else { (lo, lo) };
         Self::lower_subtree(&mut self.levels, placement);
@@ -1569,14 +1570,14 @@ impl Tree {
             // The evicted leaf trades places with the run's last, which may be the new
             // one (then removed from where it was inserted: it stays in the evicted's place).
             let (moved_leaf, moved_key) = if last == at {
-                (reference, key)
+                (point, key)
             } else {
                 (self.leaves[last - usize::from(last > at)], self.keys[last - usize::from(last > at)])
             };
             (self.leaves[position], self.keys[position]) = (moved_leaf, moved_key);
         }
         let parent = Self::lift_sibling(&mut self.levels, last);
-        shift_in(&mut self.leaves, at, reference, last);
+        shift_in(&mut self.leaves, at, point, last);
         shift_in(&mut self.keys, at, key, last);
         shift_in(&mut self.cuts, gap, ordered(cut), parent);
         self.refresh_max_key();
@@ -1648,7 +1649,8 @@ impl Tree {
 
     /// The sample nearest to `x` on its known (non-NaN) dimensions: cuts on known
     /// dimensions are followed, both sides of cuts on missing ones are searched. Ties
-    /// go to the smallest sampler key, a random sample favouring recent points.
+    /// go to the smallest sampler key, a random sample favouring recent points. The
+    /// sample as the tree keeps it: a reference, or in a one-dimensional tree its value.
     pub(crate) fn nearest_known(&self, x: &[f32], store: &PointStore) -> Option<u32> {
         if self.leaves.is_empty() {
             return None;
@@ -1742,8 +1744,9 @@ impl Tree {
     }
 
     /// For a one-dimensional tree that [`Tree::is_consistent`], as a snapshot holds it
-    /// (leaves as references into `store`): whether its leaves and cuts are in order, each cut between its two leaves and each duplicate node between
-    /// equal ones, as [`Tree::score_sorted`] needs (a snapshot's bytes could say otherwise).
+    /// (leaves as references into `store`): whether its leaves and cuts are in order,
+    /// each cut between its two leaves and each duplicate node between equal ones, as
+    /// [`Tree::score_sorted`] needs (a snapshot's bytes could say otherwise).
     pub(crate) fn is_sorted(&self, store: &PointStore) -> bool {
         let value = |i: usize| store.point(self.leaves[i])[0];
         self.nodes.iter().enumerate().all(|(gap, node)| {
