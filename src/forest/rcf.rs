@@ -603,32 +603,77 @@ fn learn_trees(
         // in tree order as before. Its trees' nodes together still fit the fastest cache.
         let one_dimensional = chunk.first().is_some_and(Tree::one_dimensional);
         for group in chunk.chunks_mut(if one_dimensional { SEARCHED_TOGETHER } else { LANES }) {
-            for (point, sum) in points.iter().zip(sums.iter_mut()) {
-                let (t, reference) = (point.t, point.reference);
-                let x = store.point(reference);
-                if let Some(ranks) = point.scored.then(|| Tree::ranks::<SEARCHED_TOGETHER>(group, x)).flatten() {
-                    for (tree, r) in group.iter_mut().zip(ranks) {
-                        *sum += if tree.accepts(t, params.sample_size) {
-                            tree.learn_ranked(t, x[0], r, tree.leaf_of(reference, x), params, scratch)
-                        } else {
-                            tree.score_ranked(x[0], r)
-                        };
-                    }
-                    continue;
-                }
-                if let Some(together) = descends_together(group).filter(|_| point.scored) {
-                    Tree::descend_lanes(together, x, scratch);
-                    for (lane, tree) in group.iter_mut().enumerate() {
-                        *sum += tree.learn_lane(t, x, reference, params, store, scratch, lane);
-                    }
-                    continue;
-                }
-                for tree in group.iter_mut() {
-                    let leaf = tree.leaf_of(reference, x);
-                    if let Some(score) = tree.learn(t, x, leaf, point.scored, params, store, scratch) {
-                        *sum += score;
-                    }
-                }
+            if one_dimensional {
+                learn_sorted(group, sums, points, store, params, scratch);
+            } else {
+                learn_descended(group, sums, points, store, params, scratch);
+            }
+        }
+    }
+}
+
+/// [`learn_trees`] for a group of one-dimensional trees, which keep the points' values:
+/// a scored point's place in each tree found by one search for all.
+///
+/// Not inlined, nor is [`learn_descended`]: compiled as one function, a change to the
+/// one kind's code moved the other's speed by a few percent (its layout, not its
+/// instructions, changed).
+#[inline(never)]
+fn learn_sorted(
+    group: &mut [Tree],
+    sums: &mut [f64],
+    points: &[BlockPoint],
+    store: &PointStore,
+    params: &ForestParams,
+    scratch: &mut Scratch,
+) {
+    for (point, sum) in points.iter().zip(sums.iter_mut()) {
+        let t = point.t;
+        let x = store.point(point.reference);
+        // What the trees keep of the point (see `Tree::leaf_of`).
+        let leaf = x[0].to_bits();
+        if let Some(ranks) = point.scored.then(|| Tree::ranks::<SEARCHED_TOGETHER>(group, x)).flatten() {
+            for (tree, r) in group.iter_mut().zip(ranks) {
+                *sum += if tree.accepts(t, params.sample_size) {
+                    tree.learn_ranked(t, x[0], r, leaf, params, scratch)
+                } else {
+                    tree.score_ranked(x[0], r)
+                };
+            }
+            continue;
+        }
+        for tree in group.iter_mut() {
+            if let Some(score) = tree.learn(t, x, leaf, point.scored, params, store, scratch) {
+                *sum += score;
+            }
+        }
+    }
+}
+
+/// [`learn_trees`] for a group of trees over points of several dimensions: a scored
+/// point descends the trees together.
+#[inline(never)]
+fn learn_descended(
+    group: &mut [Tree],
+    sums: &mut [f64],
+    points: &[BlockPoint],
+    store: &PointStore,
+    params: &ForestParams,
+    scratch: &mut Scratch,
+) {
+    for (point, sum) in points.iter().zip(sums.iter_mut()) {
+        let (t, reference) = (point.t, point.reference);
+        let x = store.point(reference);
+        if let Some(together) = descends_together(group).filter(|_| point.scored) {
+            Tree::descend_lanes(together, x, scratch);
+            for (lane, tree) in group.iter_mut().enumerate() {
+                *sum += tree.learn_lane(t, x, reference, params, store, scratch, lane);
+            }
+            continue;
+        }
+        for tree in group.iter_mut() {
+            if let Some(score) = tree.learn(t, x, reference, point.scored, params, store, scratch) {
+                *sum += score;
             }
         }
     }
