@@ -4,7 +4,10 @@
 //!
 //! A point reference `r` names the window `values[r·F .. r·F + D]` (F features per
 //! record, D = F · shingle size). Values no tree refers to any more are dropped by
-//! [`PointStore::compact`], which renumbers references.
+//! [`PointStore::compact`], which renumbers references. One-dimensional trees keep
+//! their points' values themselves (see `tree`), so a one-dimensional forest's store
+//! holds only the records since its last compaction, and its snapshots a store of
+//! the values the trees hold ([`PointStore::holding`]).
 
 use serde::{Deserialize, Serialize};
 
