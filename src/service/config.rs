@@ -1,6 +1,6 @@
 //! The service configuration: one TOML file plus environment overrides. Every field's
 //! doc comment is its documentation (`rcfd config check FILE` prints the effective
-//! configuration). `validate()` is pure; [`super::run`] does the I/O.
+//! configuration). `validate()` is pure; [`super::run()`] does the I/O.
 //!
 //! Environment overrides: `RCFD_<SECTION>__<FIELD>`, e.g. `RCFD_GRPC__LISTEN=0.0.0.0:50051`
 //! or `RCFD_AUTH__TOKEN=...`. The value is read as a TOML value (number, boolean,
@@ -214,7 +214,7 @@ fn error(field: &str, value: impl std::fmt::Debug, allowed: impl Into<String>) -
     ConfigError { field: field.into(), value: format!("{value:?}"), allowed: allowed.into() }
 }
 
-/// A checked configuration, ready for [`super::run`].
+/// A checked configuration, ready for [`super::run()`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     pub grpc_listen: SocketAddr,
