@@ -340,6 +340,35 @@ fn snapshots_that_hold_no_cut_for_duplicates_restore_to_the_same_scores() {
 }
 
 #[test]
+fn snapshots_whose_one_dimensional_trees_reference_the_records_restore_to_the_same_scores() {
+    // Before the trees kept values, a one-dimensional snapshot held the live store's
+    // records and the trees' references into it, as a snapshot of any forest does.
+    use bincode::Options;
+    let (values, _) = seed_scenario(3_000, 4);
+    let mut f = forest(1, 1, 20, 64, 5);
+    for &v in &values[..2_000] {
+        f.update(&[v]).expect("update");
+    }
+    let mut old = f.clone();
+    let Forest { trees, store, .. } = &mut old;
+    for tree in trees.iter_mut() {
+        tree.relink();
+        for leaf in &mut tree.leaves {
+            store.push(&[f32::from_bits(*leaf)]);
+            *leaf = store.newest();
+        }
+    }
+    let mut bytes = b"RCF1".to_vec();
+    bincode::DefaultOptions::new().serialize_into(&mut bytes, &old).expect("serialise");
+    let mut restored = Forest::restore(&bytes).expect("restore");
+    assert!(restored.store.memory_bytes() < f.store.memory_bytes().max(4_096), "the records are let go");
+    for &v in &values[2_000..] {
+        let expected = f.score_and_update(&[v]).expect("f");
+        assert_eq!(restored.score_and_update(&[v]).expect("restored").to_bits(), expected.to_bits());
+    }
+}
+
+#[test]
 fn a_different_seed_gives_different_scores() {
     let (values, _) = seed_scenario(1_000, 1);
     let mut a = forest(1, 1, 10, 64, 1);
