@@ -120,9 +120,9 @@ impl TransformState {
                 if self.normalizes() && self.seen > 1 {
                     x = (x - self.mean[f]) / self.deviation(f);
                 }
-                // A difference or a deviation near its floor can take a value the
-                // record was allowed to have beyond what the forest takes; at the bound
-                // it is still far out, scored as the anomaly it is (NaN stays NaN).
+                // Differencing, or normalising by a deviation near its floor, can take
+                // an allowed value beyond the forest's bound; held at the bound it is
+                // still far out, and scored as the anomaly it is (NaN stays NaN).
                 (x as f32).clamp(-MAX_MAGNITUDE, MAX_MAGNITUDE)
             })
             .collect()
