@@ -1142,9 +1142,8 @@ impl Tree {
         let gaps = cuts.len();
         // Whether node g is a duplicate (gap `gaps` is the frame's: no).
         let duplicate = |g: usize| marked(levels[g + 1]);
-        let value = |i: usize| self.value(i);
         let r = rank.below;
-        let leaf = value(r);
+        let leaf = self.value(r);
         // The run r belongs to: its duplicate nodes are the ones whose cut is the
         // run's value (integer sensor values make runs of tens of leaves, so they are
         // searched, not walked). Usually r is a single leaf, which one load tells.
@@ -1203,7 +1202,7 @@ impl Tree {
                 edge = edge.wrapping_add(step);
             }
             let end = if up { edge } else { edge - 1 };
-            let far = value(end);
+            let far = self.value(end);
             let span = (far - leaf).abs();
             let merged = f64::from(span) + outside;
             let p = outside / merged;
