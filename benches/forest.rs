@@ -8,25 +8,24 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ndarray::Array2;
 use rcfd::forest::{Forest, ForestConfig};
 
+#[path = "common/cases.rs"]
+mod cases;
 #[path = "common/stream.rs"]
 mod stream;
+use cases::{BATCH, CASES, SAMPLE_SIZE, SEED, WARM_UP_POINTS};
 use stream::Stream;
-
-const BATCH: usize = 2_000;
-const WARM_UP_POINTS: usize = 20_000;
-
-const CASES: [(&str, usize, usize, usize); 5] = [
-    ("1d_shingle1_100trees", 1, 1, 100),
-    ("1d_shingle1_50trees", 1, 1, 50),
-    ("1d_shingle8_100trees", 1, 8, 100),
-    ("1d_shingle8_50trees", 1, 8, 50),
-    ("10d_shingle1_100trees", 10, 1, 100),
-];
 
 /// A forest in steady state and the next `BATCH` records of its stream.
 fn warmed_up(features: usize, shingle_size: usize, trees: usize, threads: usize) -> (Forest, Vec<Vec<f32>>) {
-    let config =
-        ForestConfig { features, shingle_size, trees, sample_size: 256, seed: 7, threads, ..Default::default() };
+    let config = ForestConfig {
+        features,
+        shingle_size,
+        trees,
+        sample_size: SAMPLE_SIZE,
+        seed: SEED,
+        threads,
+        ..Default::default()
+    };
     let mut forest = Forest::new(&config).expect("valid config");
     let mut stream = Stream(0x9e37_79b9_7f4a_7c15);
     for i in 0..WARM_UP_POINTS {

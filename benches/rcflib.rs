@@ -15,23 +15,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rcfd::forest::{Forest, ForestConfig};
 use rcflib::rcf::{RCFBuilder, RCFOptionsBuilder, RCF};
 
+#[path = "common/cases.rs"]
+mod cases;
 #[path = "common/stream.rs"]
 mod stream;
+use cases::{BATCH, CASES, SAMPLE_SIZE, SEED, WARM_UP_POINTS};
 use stream::Stream;
-
-const BATCH: usize = 2_000;
-const WARM_UP_POINTS: usize = 20_000;
-const SAMPLE_SIZE: usize = 256;
-const SEED: u64 = 7;
-
-/// The forest bench's cases: (name, features, shingle size, trees).
-const CASES: [(&str, usize, usize, usize); 5] = [
-    ("1d_shingle1_100trees", 1, 1, 100),
-    ("1d_shingle1_50trees", 1, 1, 50),
-    ("1d_shingle8_100trees", 1, 8, 100),
-    ("1d_shingle8_50trees", 1, 8, 50),
-    ("10d_shingle1_100trees", 10, 1, 100),
-];
 
 /// The stream's first records, for the warm-up, and the next `BATCH`, for timing.
 fn records(features: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
