@@ -36,9 +36,9 @@ fn rcfd_forest(features: usize, shingle_size: usize, trees: usize) -> Forest {
     Forest::new(&config).expect("valid config")
 }
 
-/// rcflib with rcfd's defaults where the two differ in name only: time decay 0.1 /
-/// sample size, internal shingling, one thread. Its other options keep their defaults
-/// (every bounding box cached, as AWS ships it).
+/// rcflib with the same sample size, trees, seed and time decay (0.1 / sample size, as
+/// rcfd's default), internal shingling and one thread; its other options at their
+/// defaults (every bounding box cached, as AWS ships it).
 fn rcflib_forest(features: usize, shingle_size: usize, trees: usize) -> Box<dyn RCF + Sync + Send> {
     RCFBuilder::new(features, shingle_size)
         .tree_capacity(SAMPLE_SIZE)
